@@ -1,0 +1,208 @@
+"""Janus through transformers' `JanusForConditionalGeneration`: think, draw and reflect in one model.
+
+This is the reference ("hf") engine: every token comes from transformers' own `generate`, with
+token choice done by `SeededSampler` so that each candidate has its own seed. Any directory in the
+Hugging Face Janus layout loads: the bundled shapes model, Janus-Pro-1B/7B, converted T2I-R1
+checkpoints. Weights are read from safetensors only and no code from the directory is run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from PIL import Image
+from transformers import AutoTokenizer, GenerationConfig, GenerationMixin, JanusForConditionalGeneration, LogitsProcessorList
+from transformers.models.janus.image_processing_pil_janus import JanusImageProcessorPil
+
+from ..errors import ModelLoadError
+from .base import DrawnImage, ModelInfo
+from .janus_template import JanusTemplate
+from .sampling import SeededSampler
+
+
+class JanusBackend:
+    def __init__(self, model: JanusForConditionalGeneration, tokenizer, image_processor, template: JanusTemplate, name: str):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.template = template
+        self.max_prompt_chars = template.max_prompt_chars
+        self.device = model.device
+        self.bos_id = tokenizer.bos_token_id
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.boi_id = tokenizer.convert_tokens_to_ids(tokenizer.boi_token)
+        self.eoi_id = tokenizer.convert_tokens_to_ids(tokenizer.eoi_token)
+        self.image_token_id = model.config.image_token_id
+        self.num_image_tokens = model.config.vision_config.num_image_tokens
+        vq = model.config.vq_config
+        self.image_size = vq.num_patches * 2 ** (len(vq.channel_multiplier) - 1)
+        self.info = ModelInfo(
+            name=name,
+            kind="janus",
+            world=template.world,
+            parameters=sum(p.numel() for p in model.parameters()),
+            device=str(self.device),
+            dtype=str(model.dtype).removeprefix("torch."),
+            image_size=self.image_size,
+        )
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str = "cpu", dtype: torch.dtype | None = None, name: str | None = None) -> JanusBackend:
+        directory = Path(directory)
+        check_model_dir(directory)
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ModelLoadError("--device cuda asked for, but torch sees no CUDA device here")
+        if dtype is None:
+            dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        try:
+            model, loading = JanusForConditionalGeneration.from_pretrained(
+                directory, use_safetensors=True, dtype=dtype, output_loading_info=True
+            )
+        except Exception as error:  # transformers raises many kinds here; all mean "cannot load".
+            raise ModelLoadError(f"{directory}: weights could not be loaded ({one_line(error)})") from None
+        missing = loading.get("missing_keys") or []
+        if missing:
+            raise ModelLoadError(f"{directory}: checkpoint lacks {len(missing)} weights, e.g. {sorted(missing)[:3]}")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(directory)
+        except Exception as error:
+            raise ModelLoadError(f"{directory}: tokenizer could not be loaded ({one_line(error)})") from None
+        for attribute in ("image_token", "boi_token", "eoi_token"):
+            if getattr(tokenizer, attribute, None) is None:
+                raise ModelLoadError(f"{directory}: tokenizer has no {attribute} (not a Janus tokenizer)")
+        image_processor = load_image_processor(directory, model.config.vision_config.image_size)
+        return cls(model.to(device), tokenizer, image_processor, JanusTemplate.load(directory), name or str(directory))
+
+    # -- token sequences: the one place that lays out what the model sees -------------------------
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def think_context_ids(self, prompt: str) -> list[int]:
+        return [self.bos_id] + self.encode(self.template.think.format(prompt=prompt))
+
+    def draw_context_ids(self, prompt: str, plan: str | None) -> list[int]:
+        """Everything before the first image token: ends with begin-of-image."""
+        if plan is None:
+            return [self.bos_id] + self.encode(self.template.direct.format(prompt=prompt)) + [self.boi_id]
+        return self.think_context_ids(prompt) + self.encode(self.template.plan_prefix + plan) + [self.boi_id]
+
+    def reflect_context_ids(self, prompt: str, plan: str) -> list[int]:
+        image_ids = [self.boi_id] + [self.image_token_id] * self.num_image_tokens + [self.eoi_id]
+        before, after = self.template.reflect.split("{image}", 1)
+        return (
+            [self.bos_id]
+            + self.encode(before.format(prompt=prompt, plan=plan))
+            + image_ids
+            + self.encode(after.format(prompt=prompt, plan=plan))
+        )
+
+    # -- the three steps --------------------------------------------------------------------------
+
+    def write_plan(self, prompt: str, seed: int, temperature: float) -> str:
+        ids = self.think_context_ids(prompt)
+        return self.generate_text(ids, None, seed, temperature, self.template.max_plan_tokens)
+
+    def draw_images(self, prompt: str, plan: str | None, seeds: list[int], cfg_scale: float, temperature: float, top_k: int) -> list[DrawnImage]:
+        tokens = self.generate_image_tokens(self.draw_context_ids(prompt, plan), seeds, cfg_scale, temperature, top_k)
+        return [DrawnImage(image, row) for image, row in zip(self.decode_images(tokens), tokens.cpu())]
+
+    def write_reflection(self, prompt: str, plan: str, image: Image.Image, seed: int, temperature: float) -> str:
+        ids = self.reflect_context_ids(prompt, plan)
+        return self.generate_text(ids, self.pixel_values(image), seed, temperature, self.template.max_reflection_tokens)
+
+    # -- transformers calls -----------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def generate_text(self, ids: list[int], pixel_values: torch.Tensor | None, seed: int, temperature: float, max_new_tokens: int) -> str:
+        input_ids = torch.tensor([ids], device=self.device)
+        config = GenerationConfig(
+            bos_token_id=self.bos_id, eos_token_id=self.eos_id, pad_token_id=self.pad_id,
+            max_new_tokens=max_new_tokens, do_sample=False,  # SeededSampler draws; greedy takes its pick
+        )
+        # transformers runs the vision encoder whenever the key is present, even for None.
+        image_inputs = {} if pixel_values is None else {"pixel_values": pixel_values}
+        # Janus' own generate drops `logits_processor` in text mode, so call the generic one.
+        output = GenerationMixin.generate(
+            self.model,
+            input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            generation_config=config,
+            logits_processor=LogitsProcessorList([SeededSampler([seed], temperature, device=self.device)]),
+            **image_inputs,
+        )
+        new_tokens = output[0, len(ids):].tolist()
+        if self.eos_id in new_tokens:
+            new_tokens = new_tokens[: new_tokens.index(self.eos_id)]
+        return self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+
+    @torch.inference_mode()
+    def generate_image_tokens(self, context_ids: list[int], seeds: list[int], cfg_scale: float, temperature: float, top_k: int) -> torch.Tensor:
+        """(len(seeds), num_image_tokens) image tokens, guided by the prompt-dropped context."""
+        input_ids = torch.tensor([context_ids] * len(seeds), device=self.device)
+        config = GenerationConfig(
+            bos_token_id=self.bos_id, eos_token_id=self.eos_id, pad_token_id=self.pad_id,
+            generation_kwargs={"boi_token_id": self.boi_id},
+            do_sample=False,
+            # transformers always doubles the batch for guidance in image mode; scale 1 keeps its
+            # own guidance processor out so that SeededSampler mixes with the real scale.
+            guidance_scale=1,
+        )
+        sampler = SeededSampler(seeds, temperature, top_k, guidance_scale=cfg_scale, device=self.device)
+        return self.model.generate(
+            input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            generation_mode="image",
+            generation_config=config,
+            logits_processor=LogitsProcessorList([sampler]),
+        )
+
+    @torch.inference_mode()
+    def decode_images(self, tokens: torch.Tensor) -> list[Image.Image]:
+        pixels = self.model.decode_image_tokens(tokens)  # (B, H, W, 3), roughly in [-1, 1]
+        pixels = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+        return [Image.fromarray(array, mode="RGB") for array in pixels]
+
+    def pixel_values(self, image: Image.Image) -> torch.Tensor:
+        values = self.image_processor(images=[image.convert("RGB")], return_tensors="pt")["pixel_values"]
+        return values.to(self.device, self.model.dtype)
+
+
+def check_model_dir(directory: Path) -> None:
+    """Fail early, naming what is missing, before transformers' longer messages."""
+    hint = "put a Hugging Face Janus model there (config.json, *.safetensors, tokenizer.json)"
+    if not directory.is_dir():
+        raise ModelLoadError(f"model directory {directory} does not exist: {hint}")
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise ModelLoadError(f"{directory} has no config.json: {hint}")
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"{config_path} is not valid JSON ({one_line(error)})") from None
+    if "gen_vision_config" in config or config.get("model_type") == "multi_modality":
+        raise ModelLoadError(
+            f"{directory} holds an original DeepSeek Janus / T2I-R1 checkpoint: convert it with "
+            f"`python -m weights.convert {directory} NEW_DIR` and load NEW_DIR"
+        )
+    if config.get("model_type") != "janus":
+        raise ModelLoadError(f"{directory} holds a {config.get('model_type')!r} model; only Janus models load here")
+    if not any(directory.glob("*.safetensors")):
+        raise ModelLoadError(f"{directory} has no *.safetensors weights (only safetensors are loaded)")
+    if not (directory / "tokenizer.json").is_file() and not (directory / "tokenizer.model").is_file():
+        raise ModelLoadError(f"{directory} has no tokenizer.json: {hint}")
+
+
+def load_image_processor(directory: Path, image_size: int) -> JanusImageProcessorPil:
+    # The PIL processor, not the torchvision one: same pixels wherever torchvision is missing.
+    if (directory / "preprocessor_config.json").is_file():
+        return JanusImageProcessorPil.from_pretrained(directory)
+    return JanusImageProcessorPil(size={"height": image_size, "width": image_size})
+
+
+def one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text[:300] if text else type(error).__name__

@@ -1,0 +1,152 @@
+"""The command line: `python -m reasoner generate ...` (see README and shared/DESIGN.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from .errors import InvalidPromptError, InvalidSettingError, OutputError, ReasonerError
+from .records import DrawSettings, Turn
+
+ENGINES = ("hf", "fast", "onnx")
+BUILT_ENGINES = ("hf",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m reasoner", description="Reasoning text-to-image: think, draw, reflect.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    generate = commands.add_parser("generate", help="think, draw (and reflect) for prompts; write PNGs and results.jsonl")
+    source = generate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompt", help="one prompt")
+    source.add_argument("--prompts", type=Path, help="a text file with one prompt a line")
+    generate.add_argument("--model", default=os.environ.get("REASONER_MODEL", "shapes"), help="catalog name (shapes) or a local Hugging Face Janus directory")
+    generate.add_argument("--n", type=int, default=4, help="candidates per prompt (1-16)")
+    generate.add_argument("--seed", type=int, default=0, help="seed of the plan and of candidate 0; candidate k uses seed + k")
+    plan = generate.add_mutually_exclusive_group()
+    plan.add_argument("--no-think", action="store_true", help="draw from the prompt alone, without a plan")
+    plan.add_argument("--plan", help="draw from this plan instead of the model's own")
+    generate.add_argument("--reflect", action="store_true", help="let the model reflect on each candidate and redraw it from a revised plan")
+    generate.add_argument("--engine", choices=ENGINES, default="hf", help="decode engine")
+    generate.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    generate.add_argument("--cfg", type=float, default=DrawSettings.cfg_scale, help="classifier-free guidance scale (1-20)")
+    generate.add_argument("--temperature", type=float, default=DrawSettings.temperature, help="image-token temperature; 0 is greedy")
+    generate.add_argument("--top-k", type=int, default=DrawSettings.top_k, help="sample image tokens among the k best; 0 is off")
+    generate.add_argument("--plan-temperature", type=float, default=DrawSettings.plan_temperature, help="plan and reflection temperature; 0 is greedy")
+    generate.add_argument("--out", type=Path, required=True, help="output directory")
+    generate.set_defaults(run=run_generate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ReasonerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def read_prompts(args) -> list[str]:
+    if args.prompt is not None:
+        return [args.prompt]
+    try:
+        lines = args.prompts.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise InvalidPromptError(f"prompts file {args.prompts} does not exist") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise InvalidPromptError(f"prompts file {args.prompts} cannot be read ({error})") from None
+    prompts = [line.strip() for line in lines if line.strip()]
+    if not prompts:
+        raise InvalidPromptError(f"prompts file {args.prompts} holds no prompt")
+    return prompts
+
+
+def prepare_out_dir(out: Path) -> Path:
+    """Make `out` and `out/images`, and prove they can be written, before any model work."""
+    try:
+        (out / "images").mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+        # An earlier run's results must not look like this run's while this one is under way.
+        (out / "results.jsonl").unlink(missing_ok=True)
+    except OSError as error:
+        raise OutputError(f"output directory {out} cannot be written ({error.strerror or error})") from None
+    return out / "results.jsonl.partial"
+
+
+def run_generate(args) -> int:
+    from transformers.utils import logging as transformers_logging
+
+    from .pipeline import ReasonerPipeline
+    from .pngmeta import save_png
+
+    # 1. Check everything that needs no model, so a bad call fails in a second.
+    prompts = read_prompts(args)
+    settings = DrawSettings(
+        n=args.n, seed=args.seed, cfg_scale=args.cfg, temperature=args.temperature,
+        top_k=args.top_k, plan_temperature=args.plan_temperature,
+    )
+    if args.engine not in BUILT_ENGINES:
+        raise InvalidSettingError(f"engine {args.engine!r} is not built yet; use --engine hf (the fast and onnx engines are issue 5)")
+    partial_path = prepare_out_dir(args.out)
+
+    # 2. Load the model, then check prompts and plan against it.
+    transformers_logging.set_verbosity_error()
+    pipeline = ReasonerPipeline.from_pretrained(args.model, device=args.device)
+    prompts = [pipeline.check_prompt(prompt) for prompt in prompts]
+    plan = pipeline.check_plan(args.plan) if args.plan is not None else None
+    print(f"model: {pipeline.info.summary()}", file=sys.stderr)
+
+    # 3. Generate, writing rows to a .partial file renamed only once everything is written.
+    try:
+        with open(partial_path, "w", encoding="utf-8") as results:
+            for index, prompt in enumerate(prompts):
+                started = time.perf_counter()
+                turn = pipeline(prompt, settings, think=not args.no_think, plan=plan, reflect=args.reflect)
+                seconds = round(time.perf_counter() - started, 3)
+                for row in turn_rows(turn, index, args, pipeline.info.name, save_png):
+                    results.write(json.dumps({**row, "seconds": seconds}) + "\n")
+                print(f"[{index + 1}/{len(prompts)}] {prompt!r}: {len(turn.candidates)} images in {seconds:.1f} s", file=sys.stderr)
+        partial_path.replace(args.out / "results.jsonl")
+    except OSError as error:
+        raise OutputError(f"writing to {args.out} failed ({error.strerror or error}); results.jsonl was not written") from None
+    print(f"wrote {args.out / 'results.jsonl'}", file=sys.stderr)
+    return 0
+
+
+def turn_rows(turn: Turn, prompt_index: int, args, model_name: str, save_png) -> list[dict]:
+    """Save a turn's images, each with its recipe, and return its results.jsonl rows."""
+    plan_text = turn.plan.text if turn.plan is not None else None
+    base_recipe = {
+        "prompt": turn.prompt, "model": model_name, "engine": args.engine,
+        "cfg_scale": turn.settings.cfg_scale, "temperature": turn.settings.temperature,
+        "top_k": turn.settings.top_k, "plan_temperature": turn.settings.plan_temperature,
+    }
+    rows = []
+    for k, candidate in enumerate(turn.candidates):
+        name = f"images/p{prompt_index:04d}-c{candidate.index:02d}.png"
+        save_png(candidate.image, args.out / name, {**base_recipe, "seed": candidate.seed, "plan": plan_text})
+        row = {
+            "prompt_index": prompt_index, "prompt": turn.prompt, "candidate": candidate.index,
+            "seed": candidate.seed, "plan": plan_text, "reflection": None, "image": name,
+            "model": model_name, "engine": args.engine,
+        }
+        if turn.reflections:
+            reflection, refined = turn.reflections[k], turn.refined[k]
+            row["reflection"] = reflection.text
+            row["first_image"] = name
+            if refined is not None:
+                refined_name = f"images/p{prompt_index:04d}-c{candidate.index:02d}-refined.png"
+                revised = reflection.revised_plan.text
+                save_png(refined.image, args.out / refined_name, {**base_recipe, "seed": refined.seed, "plan": revised, "reflection": reflection.text})
+                row["image"] = refined_name
+                row["plan"] = revised
+                row["first_plan"] = plan_text
+        rows.append(row)
+    return rows

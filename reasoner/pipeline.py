@@ -1,0 +1,146 @@
+"""The reasoning pipeline: think, draw, reflect and redraw, each usable alone, as typed records.
+
+    pipeline = ReasonerPipeline.from_pretrained("shapes")
+    turn = pipeline("a circle the color of the sky", DrawSettings(n=4, seed=7), reflect=True)
+
+The pipeline checks input, lays out seeds and turns model text into records; the backend owns the
+model. A plan a person wrote is validated before drawing (for shapes models, against the grammar
+of SHAPES.md); a plan the model wrote is drawn as written, since it is the model's own chain of
+thought, and `plan_problem` tells the UI what is wrong with it.
+"""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from .backends.base import Backend, ModelInfo
+from .errors import InvalidPromptError, PlanError
+from .records import PLAN_MARKER, Candidate, DrawSettings, Plan, Reflection, Turn, plan_after_marker
+
+MAX_OPEN_PLAN_CHARS = 2000
+
+
+class ReasonerPipeline:
+    def __init__(self, backend: Backend):
+        self.backend = backend
+
+    @classmethod
+    def from_pretrained(cls, model: str = "shapes", device: str = "cpu", dtype=None) -> ReasonerPipeline:
+        from weights.catalog import resolve_model
+
+        from .backends.janus import JanusBackend
+
+        directory, name = resolve_model(model)
+        return cls(JanusBackend.from_pretrained(directory, device=device, dtype=dtype, name=name))
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.backend.info
+
+    # -- input checks -----------------------------------------------------------------------------
+
+    def check_prompt(self, prompt: str) -> str:
+        prompt = (prompt or "").strip()
+        if not prompt:
+            raise InvalidPromptError("the prompt is empty")
+        limit = self.backend.max_prompt_chars
+        if len(prompt) > limit:
+            raise InvalidPromptError(f"the prompt is {len(prompt)} characters long; the limit is {limit}")
+        return prompt
+
+    def plan_problem(self, plan: Plan | str) -> str | None:
+        """Why `plan` is not a valid plan for this model's world, or None if it is."""
+        try:
+            self.check_plan(plan)
+        except PlanError as error:
+            return str(error)
+        return None
+
+    def check_plan(self, plan: Plan | str) -> Plan:
+        """`plan` as a Plan; raises PlanError naming the fault if it is not valid."""
+        if isinstance(plan, str):
+            plan = Plan(plan, source="person")
+        if not plan.body:
+            raise PlanError("the plan is empty")
+        if self.info.world == "shapes":
+            from .shapes import parse_plan
+
+            parse_plan(plan.body)
+        elif len(plan.text) > MAX_OPEN_PLAN_CHARS:
+            raise PlanError(f"the plan is {len(plan.text)} characters long; the limit is {MAX_OPEN_PLAN_CHARS}")
+        return plan
+
+    def _plan_to_draw(self, plan: Plan | str | None) -> Plan | None:
+        if plan is None:
+            return None
+        if isinstance(plan, str) or plan.source != "model":
+            return self.check_plan(plan)
+        return plan
+
+    # -- the steps --------------------------------------------------------------------------------
+
+    def think(self, prompt: str, seed: int = 0, temperature: float = 0.0) -> Plan:
+        """The model's plan for `prompt`."""
+        prompt = self.check_prompt(prompt)
+        DrawSettings(seed=seed, plan_temperature=temperature)  # range checks
+        return Plan(self.backend.write_plan(prompt, seed, temperature), source="model")
+
+    def draw(self, prompt: str, plan: Plan | str | None, settings: DrawSettings) -> list[Candidate]:
+        """`settings.n` candidates from the plan, or from the prompt alone when `plan` is None."""
+        prompt = self.check_prompt(prompt)
+        plan = self._plan_to_draw(plan)
+        drawn = self.backend.draw_images(
+            prompt,
+            None if plan is None else plan.text,
+            settings.seeds(),
+            settings.cfg_scale,
+            settings.temperature,
+            settings.top_k,
+        )
+        return [Candidate(k, seed, d.image, d.tokens) for k, (seed, d) in enumerate(zip(settings.seeds(), drawn))]
+
+    def reflect(self, prompt: str, plan: Plan | str, image: Image.Image, seed: int = 0, temperature: float = 0.0) -> Reflection:
+        """The model looks at `image`, drawn from `plan`, and says what is wrong with it."""
+        prompt = self.check_prompt(prompt)
+        plan = self._plan_to_draw(plan)
+        text = self.backend.write_reflection(prompt, plan.text, image, seed, temperature)
+        return Reflection(text, revised_plan_in(text, plan))
+
+    def redraw(self, prompt: str, plan: Plan | str, reflection: Reflection, settings: DrawSettings) -> list[Candidate]:
+        """Draw again from the reflection's revised plan (or the same plan if it revised nothing)."""
+        revised = reflection.revised_plan if reflection.needs_revision else plan
+        return self.draw(prompt, revised, settings)
+
+    def __call__(self, prompt: str, settings: DrawSettings = DrawSettings(), think: bool = True, plan: Plan | str | None = None, reflect: bool = False) -> Turn:
+        # 1. Check inputs
+        turn = Turn(prompt=self.check_prompt(prompt), settings=settings)
+        # 2. Think: the model's plan, unless a person gave one or thinking is off
+        if plan is not None:
+            turn.plan = self.check_plan(plan)
+        elif think:
+            turn.plan = self.think(turn.prompt, settings.seed, settings.plan_temperature)
+        # 3. Draw the candidates
+        turn.candidates = self.draw(turn.prompt, turn.plan, settings)
+        if not reflect:
+            return turn
+        # 4. Reflect on each candidate; 5. redraw those whose reflection revised the plan
+        for candidate in turn.candidates:
+            reflection = self.reflect(turn.prompt, turn.plan or Plan(""), candidate.image, candidate.seed, settings.plan_temperature)
+            turn.reflections.append(reflection)
+            refined = None
+            if reflection.needs_revision:
+                single = DrawSettings(**{**settings.__dict__, "n": 1, "seed": candidate.seed})
+                refined = self.redraw(turn.prompt, turn.plan, reflection, single)[0]
+                refined.index = candidate.index
+            turn.refined.append(refined)
+        return turn
+
+
+def revised_plan_in(reflection_text: str, drawn_from: Plan | None) -> Plan | None:
+    """The plan a reflection proposes, or None when it proposes none or the same one."""
+    if PLAN_MARKER not in reflection_text:
+        return None
+    revised = Plan(f"{PLAN_MARKER} {plan_after_marker(reflection_text)}", source="model")
+    if drawn_from is not None and plan_after_marker(revised.text) == drawn_from.body:
+        return None
+    return revised

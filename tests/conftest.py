@@ -1,0 +1,28 @@
+"""Shared fixtures: tiny random Janus models built in code from transformers' real config classes."""
+
+from __future__ import annotations
+
+import pytest
+from transformers.utils import logging as transformers_logging
+
+from reasoner.backends.janus import JanusBackend
+from reasoner.pipeline import ReasonerPipeline
+from weights.random_janus import save_random_janus
+
+transformers_logging.set_verbosity_error()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A random 72 px Janus (shapes template), saved in the Hugging Face layout."""
+    return save_random_janus(tmp_path_factory.mktemp("tiny-janus"), preset="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_backend(tiny_model_dir):
+    return JanusBackend.from_pretrained(tiny_model_dir, name="tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tiny_backend):
+    return ReasonerPipeline(tiny_backend)

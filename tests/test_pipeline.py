@@ -1,0 +1,144 @@
+"""think -> draw -> reflect -> redraw on a tiny random Janus, through transformers' generate."""
+
+import io
+
+import pytest
+import torch
+
+from reasoner.errors import InvalidPromptError, InvalidSettingError, PlanError
+from reasoner.records import DrawSettings, Plan, Reflection
+
+PROMPT = "a circle the color of the sky"
+
+
+def png_bytes(image):
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_think_is_reproducible_for_a_seed(tiny_pipeline):
+    greedy = tiny_pipeline.think(PROMPT, seed=0, temperature=0.0)
+    assert greedy.source == "model" and greedy.text
+    assert tiny_pipeline.think(PROMPT, seed=5, temperature=0.0) == greedy  # greedy ignores the seed
+    sampled = [tiny_pipeline.think(PROMPT, seed=s, temperature=1.0).text for s in (1, 1, 2)]
+    assert sampled[0] == sampled[1]
+    assert sampled[0] != sampled[2]
+
+
+def test_draw_gives_n_candidates_with_consecutive_seeds(tiny_pipeline):
+    plan = tiny_pipeline.think(PROMPT)
+    candidates = tiny_pipeline.draw(PROMPT, plan, DrawSettings(n=3, seed=40, cfg_scale=3.0))
+    assert [c.seed for c in candidates] == [40, 41, 42]
+    assert [c.index for c in candidates] == [0, 1, 2]
+    for candidate in candidates:
+        assert candidate.image.size == (72, 72) and candidate.image.mode == "RGB"
+        assert candidate.image_tokens.shape == (81,)
+    assert len({png_bytes(c.image) for c in candidates}) == 3
+
+
+def test_same_seed_gives_identical_plan_and_image_bytes(tiny_pipeline):
+    settings = DrawSettings(n=2, seed=9, plan_temperature=1.0)
+    first, second = tiny_pipeline(PROMPT, settings), tiny_pipeline(PROMPT, settings)
+    assert first.plan == second.plan
+    assert [png_bytes(c.image) for c in first.candidates] == [png_bytes(c.image) for c in second.candidates]
+
+
+def test_a_candidate_reproduces_alone_from_its_seed(tiny_pipeline):
+    plan = Plan("red circle @ top-left", source="person")
+    batch = tiny_pipeline.draw(PROMPT, plan, DrawSettings(n=3, seed=100))
+    alone = tiny_pipeline.draw(PROMPT, plan, DrawSettings(n=1, seed=102))
+    assert torch.equal(batch[2].image_tokens, alone[0].image_tokens)
+
+
+def test_greedy_first_image_token_is_the_guided_argmax(tiny_backend):
+    """Check guidance against a hand-written forward pass: conditional vs prompt-dropped context."""
+    model, scale = tiny_backend.model, 4.0
+    context = tiny_backend.draw_context_ids(PROMPT, "red circle @ top-left")
+    # the unconditional half keeps only begin-of-sentence and begin-of-image (JANUS_NOTES.md)
+    dropped = [t if t in (tiny_backend.bos_id, tiny_backend.boi_id) else tiny_backend.pad_id for t in context]
+    with torch.no_grad():
+        hidden = model.model.language_model(input_ids=torch.tensor([context, dropped])).last_hidden_state[:, -1]
+        logits = model.model.generation_head(hidden)
+    expected = (logits[1] + scale * (logits[0] - logits[1])).argmax().item()
+    tokens = tiny_backend.generate_image_tokens(context, [0], cfg_scale=scale, temperature=0.0, top_k=0)
+    assert tokens[0, 0].item() == expected
+
+
+def test_direct_draw_uses_no_plan(tiny_backend):
+    direct = tiny_backend.draw_context_ids(PROMPT, None)
+    planned = tiny_backend.draw_context_ids(PROMPT, "red circle @ top-left")
+    assert direct[-1] == planned[-1] == tiny_backend.boi_id
+    assert len(planned) > len(direct)
+    assert tiny_backend.tokenizer.decode(planned[1:-1]) == f"User: {PROMPT}\nAssistant:red circle @ top-left"
+
+
+def test_reflect_then_redraw_from_a_revised_plan(tiny_pipeline):
+    settings = DrawSettings(n=2, seed=3)
+    plan = tiny_pipeline.think(PROMPT)
+    candidates = tiny_pipeline.draw(PROMPT, plan, settings)
+    reflection = tiny_pipeline.reflect(PROMPT, plan, candidates[0].image, seed=candidates[0].seed)
+    assert isinstance(reflection, Reflection) and reflection.text
+    assert tiny_pipeline.reflect(PROMPT, plan, candidates[0].image, seed=candidates[0].seed) == reflection
+
+    # a person edits the reflection's plan: redraw draws from that plan, not the first one
+    edited = Reflection("the circle should be blue", Plan("blue circle @ middle-center", source="person"), source="person")
+    redrawn = tiny_pipeline.redraw(PROMPT, plan, edited, settings)
+    direct = tiny_pipeline.draw(PROMPT, edited.revised_plan, settings)
+    assert [torch.equal(a.image_tokens, b.image_tokens) for a, b in zip(redrawn, direct)] == [True, True]
+    # a reflection that revises nothing redraws the same plan
+    unchanged = tiny_pipeline.redraw(PROMPT, plan, Reflection("the image is right", None), settings)
+    assert torch.equal(unchanged[0].image_tokens, candidates[0].image_tokens)
+
+
+def test_reflection_sees_the_image(tiny_backend):
+    """Two different pictures give the model different inputs through the understanding path."""
+    from PIL import Image
+
+    black, white = Image.new("RGB", (72, 72)), Image.new("RGB", (72, 72), (255, 255, 255))
+    ids = torch.tensor([tiny_backend.reflect_context_ids(PROMPT, "red circle @ top-left")])
+    assert (ids == tiny_backend.image_token_id).sum().item() == 81
+    with torch.no_grad():
+        logits = [tiny_backend.model(input_ids=ids, pixel_values=tiny_backend.pixel_values(im)).logits[0, -1] for im in (black, white)]
+    assert not torch.allclose(logits[0], logits[1])
+
+
+def test_whole_turn_with_reflection(tiny_pipeline):
+    turn = tiny_pipeline(PROMPT, DrawSettings(n=2, seed=1), reflect=True)
+    assert turn.plan is not None and len(turn.candidates) == 2
+    assert len(turn.reflections) == 2 and len(turn.refined) == 2
+
+
+def test_person_plans_are_validated_model_plans_are_drawn_as_written(tiny_pipeline):
+    with pytest.raises(PlanError, match="squre"):
+        tiny_pipeline.draw(PROMPT, "blue squre @ top-left", DrawSettings(n=1))
+    with pytest.raises(PlanError, match="empty"):
+        tiny_pipeline.draw(PROMPT, "  ", DrawSettings(n=1))
+    garbage = Plan("xx yy", source="model")  # what an untrained model writes
+    assert tiny_pipeline.plan_problem(garbage) is not None
+    assert len(tiny_pipeline.draw(PROMPT, garbage, DrawSettings(n=1))) == 1
+
+
+@pytest.mark.parametrize(
+    "prompt, message",
+    [("", "empty"), ("   \n", "empty"), ("x" * 301, "301 characters long; the limit is 300")],
+)
+def test_bad_prompts_are_named(tiny_pipeline, prompt, message):
+    with pytest.raises(InvalidPromptError, match=message):
+        tiny_pipeline.think(prompt)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (dict(n=0), "n=0 is out of range"),
+        (dict(n=17), "n=17 is out of range"),
+        (dict(cfg_scale=0.5), "cfg_scale=0.5"),
+        (dict(temperature=-1), "temperature=-1"),
+        (dict(top_k=-2), "top_k=-2"),
+        (dict(seed=-1), "seed=-1"),
+    ],
+)
+def test_bad_settings_are_named(settings, message):
+    with pytest.raises(InvalidSettingError, match=message):
+        DrawSettings(**settings)
