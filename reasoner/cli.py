@@ -98,6 +98,7 @@ def run_generate(args) -> int:
 
     # 2. Load the model, then check prompts and plan against it.
     transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
     pipeline = ReasonerPipeline.from_pretrained(args.model, device=args.device)
     prompts = [pipeline.check_prompt(prompt) for prompt in prompts]
     plan = pipeline.check_plan(args.plan) if args.plan is not None else None

@@ -26,3 +26,16 @@ def tiny_backend(tiny_model_dir):
 @pytest.fixture(scope="session")
 def tiny_pipeline(tiny_backend):
     return ReasonerPipeline(tiny_backend)
+
+
+@pytest.fixture(scope="session")
+def taught_model_dir(tmp_path_factory):
+    """The tiny model taught to plan one prompt and to revise any picture (tests/teach.py)."""
+    from tests.teach import teach
+    from weights.random_janus import build_random_janus, save_model_dir
+
+    model, tokenizer, image_processor, template = build_random_janus("tiny", seed=1)
+    teach(JanusBackend(model, tokenizer, image_processor, template, name="taught"))
+    directory = tmp_path_factory.mktemp("taught-janus")
+    save_model_dir(directory, model, tokenizer, image_processor, template)
+    return directory

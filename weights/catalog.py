@@ -8,7 +8,7 @@ from reasoner.errors import ModelLoadError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
 CATALOG = {
-    "shapes": WEIGHTS_DIR / "shapes",  # the bundled default, trained by `python -m weights.build shapes`
+    "shapes": WEIGHTS_DIR / "shapes",  # the bundled default (trained on SHAPES.md's world)
 }
 DEFAULT_MODEL = "shapes"
 
@@ -19,9 +19,8 @@ def resolve_model(name_or_dir: str) -> tuple[Path, str]:
         directory = CATALOG[name_or_dir]
         if not (directory / "config.json").is_file():
             raise ModelLoadError(
-                f"the bundled model {name_or_dir!r} is not in {directory} yet: build it with "
-                f"`python -m weights.build {name_or_dir}`, or pass --model DIR with a Hugging Face Janus "
-                "directory (`python -m weights.random_janus DIR` writes a small random one)"
+                f"the bundled model {name_or_dir!r} is missing from {directory}: pass --model DIR with a "
+                "Hugging Face Janus directory (`python -m weights.random_janus DIR` writes a small random one)"
             )
         return directory, name_or_dir
     return Path(name_or_dir).expanduser(), name_or_dir
