@@ -15,7 +15,8 @@ from PIL import Image
 
 from .backends.base import Backend, ModelInfo
 from .errors import InvalidPromptError, PlanError
-from .records import PLAN_MARKER, Candidate, DrawSettings, Plan, Reflection, Turn, plan_after_marker
+from .records import Candidate, DrawSettings, Plan, Reflection, Turn
+from .shapes.plan import extract_plan_text
 
 MAX_OPEN_PLAN_CHARS = 2000
 
@@ -138,9 +139,9 @@ class ReasonerPipeline:
 
 def revised_plan_in(reflection_text: str, drawn_from: Plan | None) -> Plan | None:
     """The plan a reflection proposes, or None when it proposes none or the same one."""
-    if PLAN_MARKER not in reflection_text:
+    body = extract_plan_text(reflection_text)
+    if not body or body == reflection_text.strip():  # no `Plan:` marker, or nothing after it
         return None
-    revised = Plan(f"{PLAN_MARKER} {plan_after_marker(reflection_text)}", source="model")
-    if drawn_from is not None and plan_after_marker(revised.text) == drawn_from.body:
+    if drawn_from is not None and body == drawn_from.body:
         return None
-    return revised
+    return Plan(f"Plan: {body}", source="model")

@@ -8,16 +8,10 @@ import torch
 from PIL import Image
 
 from .errors import InvalidSettingError
+from .shapes.plan import extract_plan_text  # SHAPES.md's rule, which every world follows
 
 MAX_CANDIDATES = 16
 MAX_SEED = 2**31 - 1
-PLAN_MARKER = "Plan:"
-
-
-def plan_after_marker(text: str) -> str:
-    """The plan in a text: what follows the last `Plan:` marker, or the whole text (SHAPES.md)."""
-    head, marker, tail = text.rpartition(PLAN_MARKER)
-    return (tail if marker else text).strip()
 
 
 @dataclass(frozen=True)
@@ -29,7 +23,7 @@ class Plan:
 
     @property
     def body(self) -> str:
-        return plan_after_marker(self.text)
+        return extract_plan_text(self.text)
 
 
 @dataclass(frozen=True)

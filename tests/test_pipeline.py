@@ -142,3 +142,28 @@ def test_bad_prompts_are_named(tiny_pipeline, prompt, message):
 def test_bad_settings_are_named(settings, message):
     with pytest.raises(InvalidSettingError, match=message):
         DrawSettings(**settings)
+
+
+def test_token_logprobs_score_what_the_engine_drew(tiny_backend):
+    """Teacher-forced log-probs (what finetune trains) agree with the engine's own greedy choices."""
+    backend = tiny_backend
+    context = backend.think_context_ids(PROMPT)
+    plan_ids = backend.encode("red circle @ top-left")
+    draw_context = backend.draw_context_ids(PROMPT, "red circle @ top-left")
+    assert draw_context == context + plan_ids + [backend.boi_id]
+    # guidance 1 and temperature 0: each image token is the argmax of the conditional distribution
+    tokens = backend.generate_image_tokens(draw_context, [0, 1], cfg_scale=1.0, temperature=0.0, top_k=0)
+    plan_logprobs, image_logprobs = backend.token_logprobs(context, plan_ids, tokens)
+    assert plan_logprobs.shape == (2, len(plan_ids)) and image_logprobs.shape == (2, 81)
+    # teacher forcing reproduces the step-by-step decode: greedy tokens are the most likely ones
+    with torch.no_grad():
+        embeds = torch.cat([backend.model.get_input_embeddings()(torch.tensor([draw_context])), backend.model.prepare_embeddings_for_image_generation(tokens[:1])], 1)
+        hidden = backend.model.model.language_model(inputs_embeds=embeds).last_hidden_state
+        best = backend.model.model.generation_head(hidden[0, len(draw_context) - 1 : -1]).float().log_softmax(-1).max(-1).values
+    assert torch.allclose(image_logprobs[0].detach(), best, atol=1e-5)
+    # the plan's log-probs are those of its tokens under the language head
+    with torch.no_grad():
+        logits = backend.model(input_ids=torch.tensor([context + plan_ids])).logits[0, len(context) - 1 : -1]
+    expected = logits.log_softmax(-1).gather(-1, torch.tensor(plan_ids)[:, None])[:, 0]
+    assert torch.allclose(plan_logprobs[0].detach(), expected, atol=1e-5)
+    assert plan_logprobs.requires_grad and image_logprobs.requires_grad

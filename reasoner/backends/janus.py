@@ -114,9 +114,37 @@ class JanusBackend:
         ids = self.reflect_context_ids(prompt, plan)
         return self.generate_text(ids, self.pixel_values(image), seed, temperature, self.template.max_reflection_tokens)
 
+    # -- log-probabilities, for training on what was drawn ----------------------------------------
+
+    def token_logprobs(self, context_ids: list[int], plan_ids: list[int], image_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log-probabilities of a plan and of the images drawn from it, in one forward pass.
+
+        The sequence is `context_ids + plan_ids + [begin-of-image] + image_tokens[b]` for each row b
+        of `image_tokens` (B, num_image_tokens): the layout `draw_context_ids` builds, so these are
+        the probabilities of exactly what the engine sampled (before guidance and temperature). The
+        plan's tokens are scored by the language head, the image tokens by the generation head.
+        Gradients flow: the finetune trainer calls this with the model in training mode.
+        Returns (plan (B, len(plan_ids)), image (B, num_image_tokens)).
+        """
+        batch = image_tokens.shape[0]
+        text_ids = torch.tensor([context_ids + plan_ids + [self.boi_id]], device=self.device).expand(batch, -1)
+        embeddings = torch.cat(
+            [self.model.get_input_embeddings()(text_ids), self.model.prepare_embeddings_for_image_generation(image_tokens.to(self.device))],
+            dim=1,
+        )  # (B, text + image tokens, hidden)
+        hidden = self.model.model.language_model(inputs_embeds=embeddings).last_hidden_state
+        start, boi = len(context_ids), text_ids.shape[1] - 1
+        # hidden state t predicts token t + 1
+        plan_logits = self.model.lm_head(hidden[:, start - 1 : boi - 1])
+        image_logits = self.model.model.generation_head(hidden[:, boi : boi + image_tokens.shape[1]])
+        plan_targets = text_ids[:, start:boi]
+        plan = plan_logits.float().log_softmax(-1).gather(-1, plan_targets[..., None])[..., 0]
+        image = image_logits.float().log_softmax(-1).gather(-1, image_tokens.to(self.device)[..., None])[..., 0]
+        return plan, image
+
     # -- transformers calls -----------------------------------------------------------------------
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: its tensors cannot enter training later
     def generate_text(self, ids: list[int], pixel_values: torch.Tensor | None, seed: int, temperature: float, max_new_tokens: int) -> str:
         input_ids = torch.tensor([ids], device=self.device)
         config = GenerationConfig(
@@ -139,7 +167,7 @@ class JanusBackend:
             new_tokens = new_tokens[: new_tokens.index(self.eos_id)]
         return self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: its tensors cannot enter training later
     def generate_image_tokens(self, context_ids: list[int], seeds: list[int], cfg_scale: float, temperature: float, top_k: int) -> torch.Tensor:
         """(len(seeds), num_image_tokens) image tokens, guided by the prompt-dropped context."""
         input_ids = torch.tensor([context_ids] * len(seeds), device=self.device)
@@ -160,7 +188,7 @@ class JanusBackend:
             logits_processor=LogitsProcessorList([sampler]),
         )
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: its tensors cannot enter training later
     def decode_images(self, tokens: torch.Tensor) -> list[Image.Image]:
         pixels = self.model.decode_image_tokens(tokens)  # (B, H, W, 3), roughly in [-1, 1]
         pixels = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()

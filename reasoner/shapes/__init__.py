@@ -1,0 +1,54 @@
+"""The shapes world (SHAPES.md v1): plans, rendering, detection, prompts, scoring and suites."""
+
+from reasoner.shapes.detect import DetectedObject, Detection, detect, detect_scene
+from reasoner.shapes.plan import (
+    Scene,
+    ShapeObject,
+    extract_plan_text,
+    format_plan,
+    parse_plan,
+    random_scene,
+)
+from reasoner.shapes.prompts import (
+    PromptSpec,
+    Unscorable,
+    parse_prompt,
+    resolve_prompt,
+    sample_scene_for,
+)
+from reasoner.shapes.render import draw_object, render_plan, render_scene
+from reasoner.shapes.requirements import ObjectGroup, Requirements
+from reasoner.shapes.score import ImageScore, accuracy_by_category, score_image, score_scene
+from reasoner.shapes.suites import CATEGORIES, SPLITS, SuitePrompt, make_suite, prompt_split
+
+__all__ = [
+    "CATEGORIES",
+    "SPLITS",
+    "DetectedObject",
+    "Detection",
+    "ImageScore",
+    "ObjectGroup",
+    "PromptSpec",
+    "Requirements",
+    "Scene",
+    "ShapeObject",
+    "SuitePrompt",
+    "Unscorable",
+    "accuracy_by_category",
+    "detect",
+    "detect_scene",
+    "draw_object",
+    "extract_plan_text",
+    "format_plan",
+    "make_suite",
+    "parse_plan",
+    "parse_prompt",
+    "prompt_split",
+    "random_scene",
+    "render_plan",
+    "render_scene",
+    "resolve_prompt",
+    "sample_scene_for",
+    "score_image",
+    "score_scene",
+]
