@@ -397,3 +397,21 @@ def test_command_line_on_a_bin_checkpoint(cli_run):
     assert out["lm_head.weight"].dtype == torch.bfloat16  # default --dtype bf16
     assert torch.equal(out["model.generation_embeddings.weight"], sd["gen_embed.weight"])
     assert "model.vqmodel.quantize.codebook_used" not in out and len(out) == len(load(root / "dst").state_dict())
+
+
+def test_converted_t2i_r1_checkpoint_runs_the_whole_loop(converted):
+    """The engine loads the converted directory as is: Janus-Pro layout, think, draw, reflect."""
+    from reasoner.backends.janus import JanusBackend
+    from reasoner.backends.janus_template import JANUS_PRO_TEMPLATE
+    from reasoner.pipeline import ReasonerPipeline
+    from reasoner.records import DrawSettings
+
+    root, _, _ = converted
+    backend = JanusBackend.from_pretrained(root / "dst")
+    assert backend.template == JANUS_PRO_TEMPLATE
+    assert list(backend.image_processor.image_mean) == [0.5, 0.5, 0.5]
+    pipeline = ReasonerPipeline(backend)
+    turn = pipeline("w5 w6 w7", DrawSettings(n=2, seed=0), reflect=True)
+    size = backend.info.image_size
+    assert [c.image.size for c in turn.candidates] == [(size, size)] * 2
+    assert len(turn.reflections) == 2

@@ -354,6 +354,19 @@ def _copy_tokenizer(src: Path, dst: Path, tok: dict) -> list[str]:
     return copied
 
 
+def _image_processor(src: Path, image_size: int):
+    """The understanding path's preprocessing: the source's mean/std (SigLIP's 0.5 by default)."""
+    from transformers.models.janus.image_processing_pil_janus import JanusImageProcessorPil
+
+    original = _read_json(src / "preprocessor_config.json") if (src / "preprocessor_config.json").is_file() else {}
+    return JanusImageProcessorPil(
+        size={"height": image_size, "width": image_size},
+        image_mean=original.get("image_mean", [0.5, 0.5, 0.5]),
+        image_std=original.get("image_std", [0.5, 0.5, 0.5]),
+        min_size=original.get("min_size", 14),
+    )
+
+
 def convert(src, dst, dtype: str = "bf16", shard_bytes: int = SHARD_BYTES) -> dict:
     """Convert SRC into DST; returns a short summary. Raises ModelLoadError for a bad source."""
     from transformers import GenerationConfig
@@ -382,6 +395,7 @@ def convert(src, dst, dtype: str = "bf16", shard_bytes: int = SHARD_BYTES) -> di
         config.dtype = DTYPES[dtype]
         config.save_pretrained(dst)
         generation.save_pretrained(dst)
+        _image_processor(src, config.vision_config.image_size).save_pretrained(dst)
         copied = _copy_tokenizer(src, dst, tok)
     except OSError as exc:
         raise OutputError(f"{dst}: cannot write the converted model ({_line(exc)})") from None

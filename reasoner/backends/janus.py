@@ -228,7 +228,8 @@ def load_image_processor(directory: Path, image_size: int) -> JanusImageProcesso
     # The PIL processor, not the torchvision one: same pixels wherever torchvision is missing.
     if (directory / "preprocessor_config.json").is_file():
         return JanusImageProcessorPil.from_pretrained(directory)
-    return JanusImageProcessorPil(size={"height": image_size, "width": image_size})
+    # Janus and Janus-Pro normalise with SigLIP's mean and std of 0.5.
+    return JanusImageProcessorPil(size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
 
 
 def one_line(error: BaseException) -> str:
