@@ -62,7 +62,7 @@ def test_no_think_person_plan_and_reflect(tiny_model_dir, tmp_path):
 
 def run_cli(*args):
     """The command as a person runs it: a fresh process, exit code and stderr."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     return subprocess.run([sys.executable, "-m", "reasoner", "generate", *map(str, args)], capture_output=True, text=True, env=env, cwd=ROOT)
 
 
