@@ -103,8 +103,10 @@ class JanusBackend:
     # -- the three steps --------------------------------------------------------------------------
 
     def write_plan(self, prompt: str, seed: int, temperature: float) -> str:
+        # A plan ends at end-of-sentence, or where the model starts drawing (begin-of-image): a
+        # model trained on whole think-then-draw sequences writes the latter (T2I-R1's layout).
         ids = self.think_context_ids(prompt)
-        return self.generate_text(ids, None, seed, temperature, self.template.max_plan_tokens)
+        return self.generate_text(ids, None, seed, temperature, self.template.max_plan_tokens, stop_ids=[self.eos_id, self.boi_id])
 
     def draw_images(self, prompt: str, plan: str | None, seeds: list[int], cfg_scale: float, temperature: float, top_k: int) -> list[DrawnImage]:
         tokens = self.generate_image_tokens(self.draw_context_ids(prompt, plan), seeds, cfg_scale, temperature, top_k)
@@ -112,7 +114,7 @@ class JanusBackend:
 
     def write_reflection(self, prompt: str, plan: str, image: Image.Image, seed: int, temperature: float) -> str:
         ids = self.reflect_context_ids(prompt, plan)
-        return self.generate_text(ids, self.pixel_values(image), seed, temperature, self.template.max_reflection_tokens)
+        return self.generate_text(ids, self.pixel_values(image), seed, temperature, self.template.max_reflection_tokens, stop_ids=[self.eos_id])
 
     # -- log-probabilities, for training on what was drawn ----------------------------------------
 
@@ -145,10 +147,10 @@ class JanusBackend:
     # -- transformers calls -----------------------------------------------------------------------
 
     @torch.no_grad()  # not inference_mode: its tensors cannot enter training later
-    def generate_text(self, ids: list[int], pixel_values: torch.Tensor | None, seed: int, temperature: float, max_new_tokens: int) -> str:
+    def generate_text(self, ids: list[int], pixel_values: torch.Tensor | None, seed: int, temperature: float, max_new_tokens: int, stop_ids: list[int]) -> str:
         input_ids = torch.tensor([ids], device=self.device)
         config = GenerationConfig(
-            bos_token_id=self.bos_id, eos_token_id=self.eos_id, pad_token_id=self.pad_id,
+            bos_token_id=self.bos_id, eos_token_id=stop_ids, pad_token_id=self.pad_id,
             max_new_tokens=max_new_tokens, do_sample=False,  # SeededSampler draws; greedy takes its pick
         )
         # transformers runs the vision encoder whenever the key is present, even for None.
@@ -163,8 +165,10 @@ class JanusBackend:
             **image_inputs,
         )
         new_tokens = output[0, len(ids):].tolist()
-        if self.eos_id in new_tokens:
-            new_tokens = new_tokens[: new_tokens.index(self.eos_id)]
+        for position, token in enumerate(new_tokens):
+            if token in stop_ids:
+                new_tokens = new_tokens[:position]
+                break
         return self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
 
     @torch.no_grad()  # not inference_mode: its tensors cannot enter training later
