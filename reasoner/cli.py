@@ -9,11 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import InvalidPromptError, InvalidSettingError, OutputError, ReasonerError
+from .engine import DEFAULT_ENGINE, ENGINES, check_engine
+from .errors import InvalidPromptError, OutputError, ReasonerError
 from .records import DrawSettings, Turn
-
-ENGINES = ("hf", "fast", "onnx")
-BUILT_ENGINES = ("hf",)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--no-think", action="store_true", help="draw from the prompt alone, without a plan")
     plan.add_argument("--plan", help="draw from this plan instead of the model's own")
     generate.add_argument("--reflect", action="store_true", help="let the model reflect on each candidate and redraw it from a revised plan")
-    generate.add_argument("--engine", choices=ENGINES, default="hf", help="decode engine")
+    generate.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE, help="decode engine")
     generate.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     generate.add_argument("--cfg", type=float, default=DrawSettings.cfg_scale, help="classifier-free guidance scale (1-20)")
     generate.add_argument("--temperature", type=float, default=DrawSettings.temperature, help="image-token temperature; 0 is greedy")
@@ -92,14 +90,13 @@ def run_generate(args) -> int:
         n=args.n, seed=args.seed, cfg_scale=args.cfg, temperature=args.temperature,
         top_k=args.top_k, plan_temperature=args.plan_temperature,
     )
-    if args.engine not in BUILT_ENGINES:
-        raise InvalidSettingError(f"engine {args.engine!r} is not built yet; use --engine hf (the fast and onnx engines are issue 5)")
+    check_engine(args.engine)
     partial_path = prepare_out_dir(args.out)
 
     # 2. Load the model, then check prompts and plan against it.
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
-    pipeline = ReasonerPipeline.from_pretrained(args.model, device=args.device)
+    pipeline = ReasonerPipeline.from_pretrained(args.model, device=args.device, engine=args.engine)
     prompts = [pipeline.check_prompt(prompt) for prompt in prompts]
     plan = pipeline.check_plan(args.plan) if args.plan is not None else None
     print(f"model: {pipeline.info.summary()}", file=sys.stderr)

@@ -26,13 +26,13 @@ class ReasonerPipeline:
         self.backend = backend
 
     @classmethod
-    def from_pretrained(cls, model: str = "shapes", device: str = "cpu", dtype=None) -> ReasonerPipeline:
+    def from_pretrained(cls, model: str = "shapes", device: str = "cpu", dtype=None, engine: str = "hf") -> ReasonerPipeline:
         from weights.catalog import resolve_model
 
         from .backends.janus import JanusBackend
 
         directory, name = resolve_model(model)
-        return cls(JanusBackend.from_pretrained(directory, device=device, dtype=dtype, name=name))
+        return cls(JanusBackend.from_pretrained(directory, device=device, dtype=dtype, name=name, engine=engine))
 
     @property
     def info(self) -> ModelInfo:

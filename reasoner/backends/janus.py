@@ -16,6 +16,7 @@ from PIL import Image
 from transformers import AutoTokenizer, GenerationConfig, GenerationMixin, JanusForConditionalGeneration, LogitsProcessorList
 from transformers.models.janus.image_processing_pil_janus import JanusImageProcessorPil
 
+from ..engine import check_engine
 from ..errors import ModelLoadError
 from .base import DrawnImage, ModelInfo
 from .janus_template import JanusTemplate
@@ -50,7 +51,8 @@ class JanusBackend:
         )
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str = "cpu", dtype: torch.dtype | None = None, name: str | None = None) -> JanusBackend:
+    def from_pretrained(cls, directory: str | Path, device: str = "cpu", dtype: torch.dtype | None = None, name: str | None = None, engine: str = "hf") -> JanusBackend:
+        check_engine(engine)  # only "hf" runs here yet; the fast and onnx engines plug in below
         directory = Path(directory)
         check_model_dir(directory)
         if device.startswith("cuda") and not torch.cuda.is_available():
