@@ -143,8 +143,6 @@ def turn_rows(turn: Turn, prompt_index: int, args, model_name: str, save_png) ->
                 refined_name = f"images/p{prompt_index:04d}-c{candidate.index:02d}-refined.png"
                 revised = reflection.revised_plan.text
                 save_png(refined.image, args.out / refined_name, {**base_recipe, "seed": refined.seed, "plan": revised, "reflection": reflection.text})
-                row["image"] = refined_name
-                row["plan"] = revised
-                row["first_plan"] = plan_text
+                row.update(image=refined_name, plan=revised, seed=refined.seed, first_plan=plan_text, first_seed=candidate.seed)
         rows.append(row)
     return rows

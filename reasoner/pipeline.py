@@ -15,7 +15,7 @@ from PIL import Image
 
 from .backends.base import Backend, ModelInfo
 from .errors import InvalidPromptError, PlanError
-from .records import Candidate, DrawSettings, Plan, Reflection, Turn
+from .records import MAX_CANDIDATES, Candidate, DrawSettings, Plan, Reflection, Turn
 from .shapes.plan import extract_plan_text
 
 MAX_OPEN_PLAN_CHARS = 2000
@@ -105,7 +105,7 @@ class ReasonerPipeline:
         prompt = self.check_prompt(prompt)
         plan = self._plan_to_draw(plan)
         text = self.backend.write_reflection(prompt, plan.text, image, seed, temperature)
-        return Reflection(text, revised_plan_in(text, plan))
+        return Reflection(text, revised_plan_in(text))
 
     def redraw(self, prompt: str, plan: Plan | str, reflection: Reflection, settings: DrawSettings) -> list[Candidate]:
         """Draw again from the reflection's revised plan (or the same plan if it revised nothing)."""
@@ -130,18 +130,21 @@ class ReasonerPipeline:
             turn.reflections.append(reflection)
             refined = None
             if reflection.needs_revision:
-                single = DrawSettings(**{**settings.__dict__, "n": 1, "seed": candidate.seed})
+                # A fresh seed, past every first-draw seed, so a redraw of an unchanged plan differs.
+                single = DrawSettings(**{**settings.__dict__, "n": 1, "seed": candidate.seed + MAX_CANDIDATES})
                 refined = self.redraw(turn.prompt, turn.plan, reflection, single)[0]
                 refined.index = candidate.index
             turn.refined.append(refined)
         return turn
 
 
-def revised_plan_in(reflection_text: str, drawn_from: Plan | None) -> Plan | None:
-    """The plan a reflection proposes, or None when it proposes none or the same one."""
+def revised_plan_in(reflection_text: str) -> Plan | None:
+    """The plan a reflection proposes after its last `Plan:` marker, or None when it proposes none.
+
+    The same plan again still counts: the model saw a drawing slip, and the redraw (with a fresh
+    seed) is its fix.
+    """
     body = extract_plan_text(reflection_text)
     if not body or body == reflection_text.strip():  # no `Plan:` marker, or nothing after it
-        return None
-    if drawn_from is not None and body == drawn_from.body:
         return None
     return Plan(f"Plan: {body}", source="model")

@@ -41,7 +41,8 @@ class Reflection:
 
 @dataclass(frozen=True)
 class DrawSettings:
-    """How candidates are drawn. Candidate k gets seed `seed + k`, so each one reproduces alone."""
+    """How candidates are drawn. Candidate k gets seed `seed + k`, so each one reproduces alone;
+    a whole turn's redraw of candidate k uses `seed + k + MAX_CANDIDATES`."""
 
     n: int = 4
     seed: int = 0
@@ -53,7 +54,7 @@ class DrawSettings:
     def __post_init__(self):
         checks = [
             (1 <= self.n <= MAX_CANDIDATES, f"n={self.n} is out of range: draw 1 to {MAX_CANDIDATES} candidates"),
-            (0 <= self.seed <= MAX_SEED - MAX_CANDIDATES, f"seed={self.seed} is out of range 0..{MAX_SEED - MAX_CANDIDATES}"),
+            (0 <= self.seed <= MAX_SEED - 2 * MAX_CANDIDATES, f"seed={self.seed} is out of range 0..{MAX_SEED - 2 * MAX_CANDIDATES}"),
             (1.0 <= self.cfg_scale <= 20.0, f"cfg_scale={self.cfg_scale} is out of range 1..20"),
             (0.0 <= self.temperature <= 5.0, f"temperature={self.temperature} is out of range 0..5"),
             (0.0 <= self.plan_temperature <= 5.0, f"plan_temperature={self.plan_temperature} is out of range 0..5"),

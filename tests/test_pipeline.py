@@ -70,7 +70,7 @@ def test_direct_draw_uses_no_plan(tiny_backend):
     planned = tiny_backend.draw_context_ids(PROMPT, "red circle @ top-left")
     assert direct[-1] == planned[-1] == tiny_backend.boi_id
     assert len(planned) > len(direct)
-    assert tiny_backend.tokenizer.decode(planned[1:-1]) == f"User: {PROMPT}\nAssistant:red circle @ top-left"
+    assert tiny_backend.tokenizer.decode(planned[1:-1]) == f"User: {PROMPT}\nAssistant: red circle @ top-left"
 
 
 def test_reflect_then_redraw_from_a_revised_plan(tiny_pipeline):
@@ -148,7 +148,7 @@ def test_token_logprobs_score_what_the_engine_drew(tiny_backend):
     """Teacher-forced log-probs (what finetune trains) agree with the engine's own greedy choices."""
     backend = tiny_backend
     context = backend.think_context_ids(PROMPT)
-    plan_ids = backend.encode("red circle @ top-left")
+    plan_ids = backend.encode(" red circle @ top-left")
     draw_context = backend.draw_context_ids(PROMPT, "red circle @ top-left")
     assert draw_context == context + plan_ids + [backend.boi_id]
     # guidance 1 and temperature 0: each image token is the argmax of the conditional distribution

@@ -23,9 +23,9 @@ def test_think_draw_reflect_redraw(taught_model_dir):
         # the model looked at its own picture and wrote the revision it was taught
         assert reflection.text == REFLECTION
         assert reflection.revised_plan.body == "blue circle @ middle-center"
-        # the refined picture is drawn from the revised plan with the candidate's own seed
-        assert refined.seed == candidate.seed and refined.index == candidate.index
-        again = pipeline.draw(PROMPT, reflection.revised_plan, DrawSettings(n=1, seed=candidate.seed, cfg_scale=2.0))
+        # the refined picture is drawn from the revised plan with a fresh seed derived from the candidate's
+        assert refined.seed == candidate.seed + 16 and refined.index == candidate.index
+        again = pipeline.draw(PROMPT, reflection.revised_plan, DrawSettings(n=1, seed=refined.seed, cfg_scale=2.0))
         assert torch.equal(refined.image_tokens, again[0].image_tokens)
 
 
@@ -36,6 +36,7 @@ def test_cli_reflect_writes_first_and_refined_images(taught_model_dir, tmp_path)
     for row in rows:
         assert row["reflection"] == REFLECTION
         assert row["first_plan"] == PLAN and row["plan"] == "Plan: blue circle @ middle-center"
+        assert row["seed"] == row["first_seed"] + 16
         assert row["image"].endswith("-refined.png") and row["first_image"] != row["image"]
         recipe = read_recipe(tmp_path / row["image"])
         assert recipe["plan"] == row["plan"] and recipe["reflection"] == REFLECTION and recipe["seed"] == row["seed"]

@@ -59,6 +59,14 @@ PRESETS = {
         text_vocab=320, max_positions=512, vision_hidden=32, vision_layers=1, vision_heads=2,
         vision_patch=8,
     ),
+    # The bundled shapes model (weights/shapes, trained by `python -m weights.build shapes`).
+    "shapes": JanusShape(
+        image_size=72, vq_patch=8, vq_channel_multiplier=(1, 1, 2, 2), vq_base_channels=32,
+        vq_res_blocks=1, vq_latent_channels=32, codebook_size=256, codebook_dim=8,
+        text_hidden=256, text_layers=6, text_heads=8, text_kv_heads=4, text_intermediate=704,
+        text_vocab=512, max_positions=512, vision_hidden=128, vision_layers=2, vision_heads=4,
+        vision_patch=8,
+    ),
     "janus-pro-1b": JanusShape(
         image_size=384, vq_patch=16, vq_channel_multiplier=(1, 1, 2, 2, 4), vq_base_channels=128,
         vq_res_blocks=2, vq_latent_channels=256, codebook_size=16384, codebook_dim=8,

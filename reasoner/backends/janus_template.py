@@ -90,9 +90,9 @@ JANUS_PRO_TEMPLATE = JanusTemplate(
 # The bundled shapes model and the tiny test models: short, so that small models learn it fast.
 SHAPES_TEMPLATE = JanusTemplate(
     think="User: {prompt}\nAssistant:",
-    plan_prefix="",
+    plan_prefix=" ",
     direct="User: {prompt}\nAssistant:",
-    reflect="User: {prompt}\nAssistant:{plan}{image}\nReflect:",
+    reflect="User: {prompt}\nAssistant: {plan}{image}\nReflect:",
     world="shapes",
     max_plan_tokens=96,
     max_reflection_tokens=128,
