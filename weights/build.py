@@ -1,0 +1,161 @@
+"""Train the bundled shapes model from scratch: `python -m weights.build shapes [--device cuda]`.
+
+Stages, each saved under --work so that a stopped run resumes where it stopped:
+  1. tokenizer: byte-level BPE on the world's prompts, plans and reflections;
+  2. vq: the image tokenizer (72 px -> 9 x 9 codes), trained on random scenes;
+  3. draw: plans from prompts and pictures from plans, prompts alone and dropped prompts;
+  4. reflect: the model's own pictures judged by the shapes checker, plus synthetic slips;
+then the model is written to --out in the Hugging Face Janus layout (fp16 safetensors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import GenerationConfig, JanusForConditionalGeneration, JanusVQVAE, PreTrainedTokenizerFast
+from transformers.models.janus.image_processing_pil_janus import JanusImageProcessorPil
+from transformers.utils import logging as transformers_logging
+
+from reasoner.backends.janus import JanusBackend
+from reasoner.backends.janus_template import SHAPES_TEMPLATE
+from reasoner.shapes import make_suite
+
+from .random_janus import PRESETS, janus_config, save_model_dir
+from .recipe.data import draw_batches, make_draw_pool
+from .recipe.lm import train_lm
+from .recipe.reflections import own_reflections, reflect_batches, synthetic_reflections
+from .recipe.texts import tokenizer_corpus
+from .recipe.vq import random_scene_pictures, train_vq
+from .tokenizer import build_tokenizer
+
+
+@dataclass
+class ShapesRecipe:
+    seed: int = field(default=0, metadata={"help": "seed of every random choice in the recipe"})
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
+    workers: int = field(default=max(1, (os.cpu_count() or 2) - 1), metadata={"help": "processes rendering pictures"})
+    vocab_size: int = field(default=512, metadata={"help": "byte-level BPE vocabulary"})
+    vq_steps: int = field(default=3000, metadata={"help": "VQ training steps"})
+    vq_batch: int = field(default=128, metadata={"help": "pictures per VQ step"})
+    vq_lr: float = field(default=2e-3, metadata={"help": "VQ peak learning rate"})
+    vq_pictures: int = field(default=50_000, metadata={"help": "random-scene pictures the VQ trains on"})
+    pool_size: int = field(default=200_000, metadata={"help": "prompt/plan/picture examples drawn for LM training"})
+    draw_steps: int = field(default=6000, metadata={"help": "LM steps on plans and pictures"})
+    lm_batch: int = field(default=128, metadata={"help": "sequences per LM step"})
+    lm_lr: float = field(default=2e-3, metadata={"help": "LM peak learning rate"})
+    own_prompts: int = field(default=6000, metadata={"help": "training prompts the model draws for its own reflection data"})
+    synthetic_reflections: int = field(default=12000, metadata={"help": "synthetic right/slipped pictures for reflection"})
+    reflect_steps: int = field(default=2000, metadata={"help": "LM steps on reflections mixed with plans and pictures"})
+    reflect_lr: float = field(default=1e-3, metadata={"help": "peak learning rate of the reflection stage"})
+    sample_cfg: float = field(default=3.0, metadata={"help": "guidance scale when the model draws its own pictures"})
+    sample_temperature: float = field(default=1.0, metadata={"help": "image temperature when the model draws its own pictures"})
+    sample_batch: int = field(default=256, metadata={"help": "prompts per batch when sampling the model"})
+
+    def __post_init__(self):
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be cpu or cuda, not {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device cuda asked for, but torch sees no CUDA device")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, (int, float)) and f.name != "seed" and value <= 0:
+                raise ValueError(f"{f.name} must be positive, not {value}")
+
+
+def log(message: str) -> None:
+    print(f"[build {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def build_shapes(recipe: ShapesRecipe, work: Path, out: Path) -> None:
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
+    torch.manual_seed(recipe.seed)
+    shape = PRESETS["shapes"]
+
+    # 1. Tokenizer
+    if not (work / "tokenizer" / "tokenizer.json").is_file():
+        log("stage 1/4: tokenizer")
+        build_tokenizer(tokenizer_corpus(recipe.seed), recipe.vocab_size).save_pretrained(work / "tokenizer")
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(work / "tokenizer")
+    config = janus_config(shape, len(tokenizer), tokenizer.convert_tokens_to_ids(tokenizer.image_token))
+
+    # 2. VQ image tokenizer
+    vq_path = work / "vq.safetensors"
+    vq = JanusVQVAE(config.vq_config)
+    if vq_path.is_file():
+        vq.load_state_dict(load_file(vq_path))
+    else:
+        log(f"stage 2/4: VQ, {recipe.vq_steps} steps on {recipe.vq_pictures} pictures")
+        pictures = random_scene_pictures(recipe.vq_pictures, recipe.seed, recipe.workers)
+        train_vq(vq, pictures, recipe.vq_steps, recipe.vq_batch, recipe.vq_lr, recipe.seed, recipe.device)
+        save_file({k: v.contiguous() for k, v in vq.state_dict().items()}, vq_path)
+    vq.to(recipe.device).eval()
+
+    # 3. Plans and pictures
+    model = JanusForConditionalGeneration(config)
+    model.model.vqmodel.load_state_dict(vq.state_dict())
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        generation_kwargs={"boi_token_id": tokenizer.convert_tokens_to_ids(tokenizer.boi_token)},
+    )
+    image_processor = JanusImageProcessorPil(size={"height": 72, "width": 72}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    backend = JanusBackend(model, tokenizer, image_processor, SHAPES_TEMPLATE, name="shapes")
+    draw_dir = work / "draw"
+    if (draw_dir / "config.json").is_file():
+        model.load_state_dict(JanusForConditionalGeneration.from_pretrained(draw_dir).state_dict())
+    log(f"drawing the example pool: {recipe.pool_size} pictures")
+    pool = make_draw_pool(backend, vq, recipe.pool_size, recipe.seed, recipe.device, recipe.workers)
+    draw_batch = draw_batches(backend, pool, recipe.lm_batch, recipe.seed)
+    if not (draw_dir / "config.json").is_file():
+        log(f"stage 3/4: plans and pictures, {recipe.draw_steps} steps")
+        train_lm(model, draw_batch, recipe.draw_steps, recipe.lm_lr, tokenizer.pad_token_id, recipe.device, "draw")
+        save_model_dir(draw_dir, model, tokenizer, image_processor, SHAPES_TEMPLATE)
+    model.to(recipe.device).eval()
+    backend.device = model.device
+
+    # 4. Reflection, on the model's own pictures
+    reflect_dir = work / "reflect"
+    if not (reflect_dir / "config.json").is_file():
+        prompts = [p.prompt for p in make_suite("train", recipe.own_prompts, recipe.seed + 2)]
+        log(f"stage 4/4: sampling the model on {len(prompts)} training prompts")
+        own, pass_rate = own_reflections(backend, prompts, recipe.seed, recipe.sample_cfg, recipe.sample_temperature, recipe.sample_batch)
+        log(f"own pictures right: {pass_rate:.3f}; adding {recipe.synthetic_reflections} synthetic ones")
+        examples = own + synthetic_reflections(backend, vq, recipe.synthetic_reflections, recipe.seed, recipe.device)
+        (work / "own_pass_rate.txt").write_text(f"{pass_rate:.4f}\n")
+        batches = reflect_batches(backend, examples, draw_batch, recipe.lm_batch, recipe.seed)
+        train_lm(model, batches, recipe.reflect_steps, recipe.reflect_lr, tokenizer.pad_token_id, recipe.device, "reflect", warmup=100)
+        save_model_dir(reflect_dir, model, tokenizer, image_processor, SHAPES_TEMPLATE)
+    else:
+        model.load_state_dict(JanusForConditionalGeneration.from_pretrained(reflect_dir).state_dict())
+
+    # 5. Ship: fp16 weights, a quarter of the float32 size
+    model.to("cpu", torch.float16)
+    save_model_dir(out, model, tokenizer, image_processor, SHAPES_TEMPLATE)
+    (out / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2) + "\n")
+    log(f"wrote {out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m weights.build", description=__doc__.split("\n")[0])
+    parser.add_argument("model", choices=["shapes"])
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "shapes")
+    parser.add_argument("--work", type=Path, default=Path(".build/shapes"), help="checkpoints, to resume a stopped run")
+    for f in fields(ShapesRecipe):
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default, help=f.metadata["help"])
+    args = parser.parse_args(argv)
+    transformers_logging.set_verbosity_error()
+    recipe = ShapesRecipe(**{f.name: getattr(args, f.name) for f in fields(ShapesRecipe)})
+    build_shapes(recipe, args.work, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

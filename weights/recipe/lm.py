@@ -1,0 +1,73 @@
+"""The loss and training loop of the shapes model's language model (plans, pictures, reflections)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import JanusForConditionalGeneration
+
+from .sequences import IMAGE, TEXT, VISION, Batch
+
+
+def sequence_loss(model: JanusForConditionalGeneration, batch: Batch, pad_id: int) -> tuple[torch.Tensor, dict]:
+    """Cross-entropy on trained tokens: text by the language head, image codes by the generation head."""
+    ids, kinds = batch.ids, batch.kinds
+    embeddings = model.get_input_embeddings()(torch.where(kinds == IMAGE, pad_id, ids))
+    image_embeddings = model.prepare_embeddings_for_image_generation(torch.where(kinds == IMAGE, ids, 0))
+    embeddings = torch.where((kinds == IMAGE)[..., None], image_embeddings, embeddings)
+    if batch.pixels is not None:
+        features = model.model.get_image_features(batch.pixels).pooler_output  # (rows, tokens, hidden)
+        embeddings = embeddings.masked_scatter((kinds == VISION)[..., None], features.to(embeddings.dtype))
+    hidden = model.model.language_model(inputs_embeds=embeddings).last_hidden_state[:, :-1]
+    targets, target_kinds, trained = ids[:, 1:], kinds[:, 1:], batch.train[:, 1:]
+    losses, logs = [], {}
+    for kind, head, name in ((TEXT, model.lm_head, "text"), (IMAGE, model.model.generation_head, "image")):
+        selected = trained & (target_kinds == kind)
+        if selected.any():
+            logits = head(hidden[selected]).float()
+            loss = F.cross_entropy(logits, targets[selected])
+            losses.append(loss)
+            logs[name] = loss.item()
+            logs[f"{name}_acc"] = (logits.argmax(-1) == targets[selected]).float().mean().item()
+    return sum(losses), logs
+
+
+def train_lm(
+    model: JanusForConditionalGeneration,
+    next_batch: Callable[[int], Batch],
+    steps: int,
+    lr: float,
+    pad_id: int,
+    device: str,
+    desc: str,
+    start_step: int = 0,
+    checkpoint: Callable[[int], None] | None = None,
+    warmup: int = 200,
+) -> None:
+    """AdamW with warm-up and cosine decay; the VQ stays frozen (its codes are the vocabulary)."""
+    model.to(device).train()
+    model.model.vqmodel.eval().requires_grad_(False)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.95), weight_decay=0.05)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
+    progress = tqdm(range(start_step, steps), desc=desc, initial=start_step, total=steps)
+    for step in progress:
+        scale = min(1.0, (step + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        for group in optimizer.param_groups:
+            group["lr"] = lr * scale
+        batch = next_batch(step).to(device)
+        with autocast:
+            loss, logs = sequence_loss(model, batch, pad_id)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        if step % 25 == 0:
+            progress.set_postfix({k: f"{v:.3f}" for k, v in logs.items()})
+        if checkpoint is not None and (step + 1) % 1000 == 0:
+            checkpoint(step + 1)
+    model.eval()

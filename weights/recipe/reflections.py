@@ -1,0 +1,192 @@
+"""Reflection data: the model's own pictures, judged by the shapes checker, plus synthetic slips.
+
+The model is sampled on training prompts exactly as the engine would sample it (plan, then
+picture with guidance). Each picture is scored; a right one teaches "the image is right.", a
+wrong one teaches what was seen, what was needed and the plan to draw instead. Synthetic
+pictures (a correct scene with one object changed, passed through the VQ so they look like
+decoded pictures) add mistakes of every kind.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from transformers import GenerationConfig, GenerationMixin, LogitsProcessorList
+
+from reasoner.backends.janus import JanusBackend
+from reasoner.backends.sampling import SeededSampler
+from reasoner.errors import PlanError
+from reasoner.shapes import (
+    Scene,
+    detect,
+    extract_plan_text,
+    make_suite,
+    parse_plan,
+    sample_scene_for,
+    score_image,
+    score_scene,
+)
+
+from reasoner.shapes.world import COLORS, SHAPES
+
+from .sequences import Batch, collate, reflect
+from .texts import IMAGE_IS_RIGHT, plan_text, reflection_text
+from .vq import encode_tokens, images_from_pixels, pixels_from_images
+
+
+@dataclass
+class ReflectExample:
+    prompt: str
+    plan: str
+    picture: np.ndarray  # (H, W, 3) uint8
+    reflection: str
+
+
+def by_length(items: list, key) -> list[list[int]]:
+    """Indices grouped so that each group's token sequences have one length: no padding needed."""
+    groups = defaultdict(list)
+    for index, item in enumerate(items):
+        groups[len(key(item))].append(index)
+    return list(groups.values())
+
+
+@torch.no_grad()
+def write_plans(backend: JanusBackend, prompts: list[str], seeds: list[int], temperature: float, batch_size: int) -> list[str]:
+    contexts = [backend.think_context_ids(p) for p in prompts]
+    stops = [backend.eos_id, backend.boi_id]
+    plans = [""] * len(prompts)
+    for group in by_length(contexts, lambda c: c):
+        for start in range(0, len(group), batch_size):
+            rows = group[start : start + batch_size]
+            input_ids = torch.tensor([contexts[i] for i in rows], device=backend.device)
+            config = GenerationConfig(bos_token_id=backend.bos_id, eos_token_id=stops, pad_token_id=backend.pad_id,
+                                      max_new_tokens=backend.template.max_plan_tokens, do_sample=False)
+            sampler = SeededSampler([seeds[i] for i in rows], temperature, device=backend.device)
+            output = GenerationMixin.generate(backend.model, input_ids, attention_mask=torch.ones_like(input_ids),
+                                              generation_config=config, logits_processor=LogitsProcessorList([sampler]))
+            for row, tokens in zip(rows, output[:, input_ids.shape[1]:].tolist()):
+                cut = next((k for k, t in enumerate(tokens) if t in stops), len(tokens))
+                plans[row] = backend.tokenizer.decode(tokens[:cut], skip_special_tokens=True).strip()
+    return plans
+
+
+@torch.no_grad()
+def draw_pictures(backend: JanusBackend, prompts: list[str], plans: list[str | None], seeds: list[int], cfg_scale: float, temperature: float, batch_size: int) -> np.ndarray:
+    contexts = [backend.draw_context_ids(p, plan) for p, plan in zip(prompts, plans)]
+    pictures = [None] * len(prompts)
+    for group in by_length(contexts, lambda c: c):
+        for start in range(0, len(group), batch_size):
+            rows = group[start : start + batch_size]
+            input_ids = torch.tensor([contexts[i] for i in rows], device=backend.device)
+            config = GenerationConfig(bos_token_id=backend.bos_id, eos_token_id=backend.eos_id, pad_token_id=backend.pad_id,
+                                      generation_kwargs={"boi_token_id": backend.boi_id}, do_sample=False, guidance_scale=1)
+            sampler = SeededSampler([seeds[i] for i in rows], temperature, 0, guidance_scale=cfg_scale, device=backend.device)
+            tokens = backend.model.generate(input_ids, attention_mask=torch.ones_like(input_ids), generation_mode="image",
+                                            generation_config=config, logits_processor=LogitsProcessorList([sampler]))
+            for row, image in zip(rows, backend.decode_images(tokens)):
+                pictures[row] = np.asarray(image)
+    return np.stack(pictures)
+
+
+def own_reflections(backend: JanusBackend, prompts: list[str], seed: int, cfg_scale: float, temperature: float, batch_size: int) -> tuple[list[ReflectExample], float]:
+    """The model's own think-then-draw outputs, each with the reflection the checker supports."""
+    rng = random.Random(seed)
+    seeds = [seed + i for i in range(len(prompts))]
+    plans = write_plans(backend, prompts, seeds, 0.0, batch_size)
+    pictures = draw_pictures(backend, prompts, plans, seeds, cfg_scale, temperature, batch_size)
+    examples, passed = [], 0
+    for prompt, plan, picture in zip(prompts, plans, pictures):
+        score = score_image(picture, prompt)
+        if score.passed:
+            passed += 1
+            examples.append(ReflectExample(prompt, plan, picture, IMAGE_IS_RIGHT))
+            continue
+        revised = plan_scene_if_right(plan, prompt) or sample_scene_for(prompt, rng)
+        examples.append(ReflectExample(prompt, plan, picture, reflection_text(prompt, score.scene, revised)))
+    return examples, passed / max(1, len(prompts))
+
+
+def plan_scene_if_right(plan: str, prompt: str) -> Scene | None:
+    try:
+        scene = parse_plan(extract_plan_text(plan))
+    except PlanError:
+        return None
+    return scene if score_scene(scene, prompt).passed else None
+
+
+def perturb(scene: Scene, rng: random.Random) -> Scene:
+    """The scene with one slip: a color, a shape or a cell changed, an object dropped or added."""
+    objects = list(scene.objects)
+    free = [(r, c) for r in range(3) for c in range(3) if scene.object_at(r, c) is None]
+    moves = ["color", "shape", "move"] + (["drop"] if len(objects) > 1 else []) + (["add"] if len(objects) < 4 else [])
+    move, k = rng.choice(moves), rng.randrange(len(objects))
+    colors, shapes = list(COLORS), list(SHAPES)
+    if move == "color":
+        objects[k] = replace(objects[k], color=rng.choice([c for c in colors if c != objects[k].color]))
+    elif move == "shape":
+        objects[k] = replace(objects[k], shape=rng.choice([s for s in shapes if s != objects[k].shape]))
+    elif move == "move" and free:
+        row, col = rng.choice(free)
+        objects[k] = replace(objects[k], row=row, col=col)
+    elif move == "drop":
+        objects.pop(k)
+    elif move == "add" and free:
+        row, col = rng.choice(free)
+        objects.append(replace(objects[0], color=rng.choice(colors), shape=rng.choice(shapes), row=row, col=col))
+    return Scene.from_objects(objects)
+
+
+def synthetic_reflections(backend: JanusBackend, vq, count: int, seed: int, device: str) -> list[ReflectExample]:
+    """Correct and slipped pictures of training prompts, as the VQ would decode them."""
+    from reasoner.shapes import render_scene
+
+    rng = random.Random(seed)
+    rows = []
+    for suite_prompt in make_suite("train", count, seed + 1):
+        prompt = suite_prompt.prompt
+        right = sample_scene_for(prompt, rng)
+        shown = right if rng.random() < 0.3 else perturb(right, rng)
+        rows.append((prompt, right, shown))
+    pixels = pixels_from_images([np.asarray(render_scene(shown)) for _, _, shown in rows]).to(device)
+    with torch.no_grad():
+        decoded = torch.cat([vq.decode(encode_tokens(vq, chunk)) for chunk in pixels.split(512)])
+    examples = []
+    for (prompt, right, _), picture in zip(rows, images_from_pixels(decoded)):
+        score = score_image(picture, prompt)
+        reflection = IMAGE_IS_RIGHT if score.passed else reflection_text(prompt, score.scene, right)
+        examples.append(ReflectExample(prompt, plan_text(prompt, right), picture, reflection))
+    return examples
+
+
+def reflect_batches(backend: JanusBackend, reflections: list[ReflectExample], draw_batch, batch_size: int, seed: int):
+    """Half reflections, half think-and-draw, so the model keeps what it learned first."""
+    def next_batch(step: int) -> Batch:
+        rng = random.Random(seed * 7_000_003 + step)
+        chosen = [rng.choice(reflections) for _ in range(batch_size // 2)]
+        pixels = pixels_from_images([r.picture for r in chosen])
+        sequences = [reflect(backend, r.prompt, r.plan, p, r.reflection) for r, p in zip(chosen, pixels)]
+        draws = draw_batch(step)
+        batch = collate(sequences, backend.pad_id)
+        return merge(batch, draws, backend.pad_id)
+
+    return next_batch
+
+
+def merge(first: Batch, second: Batch, pad_id: int) -> Batch:
+    """Stack two batches, right-padding the shorter; vision rows stay in row order (first's)."""
+    length = max(first.ids.shape[1], second.ids.shape[1])
+
+    def pad(t, value):
+        return torch.nn.functional.pad(t, (0, length - t.shape[1]), value=value)
+
+    pixels = first.pixels if second.pixels is None else torch.cat([first.pixels, second.pixels])
+    return Batch(
+        torch.cat([pad(first.ids, pad_id), pad(second.ids, pad_id)]),
+        torch.cat([pad(first.kinds, 0), pad(second.kinds, 0)]),
+        torch.cat([pad(first.train, False), pad(second.train, False)]),
+        pixels,
+    )
