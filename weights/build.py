@@ -46,6 +46,9 @@ class ShapesRecipe:
     vq_steps: int = field(default=3000, metadata={"help": "VQ training steps"})
     vq_batch: int = field(default=128, metadata={"help": "pictures per VQ step"})
     vq_lr: float = field(default=2e-3, metadata={"help": "VQ peak learning rate"})
+    vq_seconds: float = field(default=0.0, metadata={"help": "if > 0, fit the VQ steps to this many seconds"})
+    draw_seconds: float = field(default=0.0, metadata={"help": "if > 0, fit the draw steps to this many seconds"})
+    reflect_seconds: float = field(default=0.0, metadata={"help": "if > 0, fit the reflect steps to this many seconds"})
     vq_pictures: int = field(default=50_000, metadata={"help": "random-scene pictures the VQ trains on"})
     pool_size: int = field(default=200_000, metadata={"help": "prompt/plan/picture examples drawn for LM training"})
     draw_steps: int = field(default=6000, metadata={"help": "LM steps on plans and pictures"})
@@ -66,7 +69,7 @@ class ShapesRecipe:
             raise ValueError("device cuda asked for, but torch sees no CUDA device")
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, (int, float)) and f.name != "seed" and value <= 0:
+            if isinstance(value, (int, float)) and f.name != "seed" and not f.name.endswith("seconds") and value <= 0:
                 raise ValueError(f"{f.name} must be positive, not {value}")
 
 
@@ -77,6 +80,11 @@ def log(message: str) -> None:
 def build_shapes(recipe: ShapesRecipe, work: Path, out: Path) -> None:
     work.mkdir(parents=True, exist_ok=True)
     (work / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
+    taken = json.loads((work / "taken.json").read_text()) if (work / "taken.json").is_file() else {}
+
+    def record(key: str, value) -> None:
+        taken[key] = value
+        (work / "taken.json").write_text(json.dumps(taken, indent=2))
     torch.manual_seed(recipe.seed)
     shape = PRESETS["shapes"]
 
@@ -95,7 +103,7 @@ def build_shapes(recipe: ShapesRecipe, work: Path, out: Path) -> None:
     else:
         log(f"stage 2/4: VQ, {recipe.vq_steps} steps on {recipe.vq_pictures} pictures")
         pictures = random_scene_pictures(recipe.vq_pictures, recipe.seed, recipe.workers)
-        train_vq(vq, pictures, recipe.vq_steps, recipe.vq_batch, recipe.vq_lr, recipe.seed, recipe.device)
+        record("vq_steps", train_vq(vq, pictures, recipe.vq_steps, recipe.vq_batch, recipe.vq_lr, recipe.seed, recipe.device, recipe.vq_seconds or None))
         save_file({k: v.contiguous() for k, v in vq.state_dict().items()}, vq_path)
     vq.to(recipe.device).eval()
 
@@ -116,7 +124,7 @@ def build_shapes(recipe: ShapesRecipe, work: Path, out: Path) -> None:
     draw_batch = draw_batches(backend, pool, recipe.lm_batch, recipe.seed)
     if not (draw_dir / "config.json").is_file():
         log(f"stage 3/4: plans and pictures, {recipe.draw_steps} steps")
-        train_lm(model, draw_batch, recipe.draw_steps, recipe.lm_lr, tokenizer.pad_token_id, recipe.device, "draw")
+        record("draw_steps", train_lm(model, draw_batch, recipe.draw_steps, recipe.lm_lr, tokenizer.pad_token_id, recipe.device, "draw", seconds=recipe.draw_seconds or None))
         save_model_dir(draw_dir, model, tokenizer, image_processor, SHAPES_TEMPLATE)
     model.to(recipe.device).eval()
     backend.device = model.device
@@ -129,9 +137,9 @@ def build_shapes(recipe: ShapesRecipe, work: Path, out: Path) -> None:
         own, pass_rate = own_reflections(backend, prompts, recipe.seed, recipe.sample_cfg, recipe.sample_temperature, recipe.sample_batch)
         log(f"own pictures right: {pass_rate:.3f}; adding {recipe.synthetic_reflections} synthetic ones")
         examples = own + synthetic_reflections(backend, vq, recipe.synthetic_reflections, recipe.seed, recipe.device)
-        (work / "own_pass_rate.txt").write_text(f"{pass_rate:.4f}\n")
+        record("own_pass_rate", round(pass_rate, 4))
         batches = reflect_batches(backend, examples, draw_batch, recipe.lm_batch, recipe.seed)
-        train_lm(model, batches, recipe.reflect_steps, recipe.reflect_lr, tokenizer.pad_token_id, recipe.device, "reflect", warmup=100)
+        record("reflect_steps", train_lm(model, batches, recipe.reflect_steps, recipe.reflect_lr, tokenizer.pad_token_id, recipe.device, "reflect", warmup=100, seconds=recipe.reflect_seconds or None))
         save_model_dir(reflect_dir, model, tokenizer, image_processor, SHAPES_TEMPLATE)
     else:
         model.load_state_dict(JanusForConditionalGeneration.from_pretrained(reflect_dir).state_dict())
@@ -139,7 +147,7 @@ def build_shapes(recipe: ShapesRecipe, work: Path, out: Path) -> None:
     # 5. Ship: fp16 weights, a quarter of the float32 size
     model.to("cpu", torch.float16)
     save_model_dir(out, model, tokenizer, image_processor, SHAPES_TEMPLATE)
-    (out / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2) + "\n")
+    (out / "recipe.json").write_text(json.dumps({"recipe": asdict(recipe), "taken": taken}, indent=2) + "\n")
     log(f"wrote {out}")
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import time
 
 import torch
 import torch.nn.functional as F
@@ -38,24 +38,29 @@ def sequence_loss(model: JanusForConditionalGeneration, batch: Batch, pad_id: in
 
 def train_lm(
     model: JanusForConditionalGeneration,
-    next_batch: Callable[[int], Batch],
+    next_batch,
     steps: int,
     lr: float,
     pad_id: int,
     device: str,
     desc: str,
-    start_step: int = 0,
-    checkpoint: Callable[[int], None] | None = None,
     warmup: int = 200,
-) -> None:
-    """AdamW with warm-up and cosine decay; the VQ stays frozen (its codes are the vocabulary)."""
+    seconds: float | None = None,
+) -> int:
+    """AdamW with warm-up and cosine decay; the VQ stays frozen (its codes are the vocabulary).
+
+    With `seconds`, the step count is fitted to that much wall time from the speed of the first
+    steps (so a run fits a fixed GPU lease); returns the number of steps taken."""
     model.to(device).train()
     model.model.vqmodel.eval().requires_grad_(False)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.95), weight_decay=0.05)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
-    progress = tqdm(range(start_step, steps), desc=desc, initial=start_step, total=steps)
-    for step in progress:
+    budget = StepBudget(steps, seconds)
+    progress = tqdm(desc=desc, total=steps)
+    step = 0
+    while step < budget.steps:
+        steps = budget.steps
         scale = min(1.0, (step + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / steps)))
         for group in optimizer.param_groups:
             group["lr"] = lr * scale
@@ -68,6 +73,23 @@ def train_lm(
         optimizer.step()
         if step % 25 == 0:
             progress.set_postfix({k: f"{v:.3f}" for k, v in logs.items()})
-        if checkpoint is not None and (step + 1) % 1000 == 0:
-            checkpoint(step + 1)
+        step += 1
+        budget.tick(step, progress)
+    progress.close()
     model.eval()
+    return step
+
+
+class StepBudget:
+    """A planned step count, refitted once to a time budget after the first steps."""
+
+    def __init__(self, steps: int, seconds: float | None, probe: int = 30):
+        self.steps, self.seconds, self.probe = steps, seconds, probe
+        self.started = time.perf_counter()
+
+    def tick(self, step: int, progress) -> None:
+        progress.update(1)
+        if self.seconds is not None and step == self.probe:
+            per_step = (time.perf_counter() - self.started) / step
+            self.steps = max(self.probe + 1, int(self.seconds / per_step))
+            progress.total = self.steps

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import JanusVQVAE
 
+from .lm import StepBudget
+
 from reasoner.shapes import random_scene
 
 
@@ -67,7 +69,7 @@ def reset_dead_codes(vq: JanusVQVAE, latents: torch.Tensor, usage: torch.Tensor)
     return len(dead)
 
 
-def train_vq(vq: JanusVQVAE, pictures: torch.Tensor, steps: int, batch_size: int, lr: float, seed: int, device: str) -> JanusVQVAE:
+def train_vq(vq: JanusVQVAE, pictures: torch.Tensor, steps: int, batch_size: int, lr: float, seed: int, device: str, seconds: float | None = None) -> int:
     """L1 + MSE reconstruction (L1 sharpens edges far faster, JANUS_NOTES.md) + codebook loss.
 
     `pictures`: (N, H, W, 3) uint8, sampled at random each step."""
@@ -76,8 +78,11 @@ def train_vq(vq: JanusVQVAE, pictures: torch.Tensor, steps: int, batch_size: int
     optimizer = torch.optim.AdamW(vq.parameters(), lr=lr, weight_decay=0.0)
     generator = torch.Generator(device).manual_seed(seed)
     usage = torch.zeros(vq.quantize.embedding.num_embeddings, device=device)
-    progress = tqdm(range(steps), desc="vq")
-    for step in progress:
+    budget = StepBudget(steps, seconds)
+    progress = tqdm(desc="vq", total=steps)
+    step = 0
+    while step < budget.steps:
+        steps = budget.steps
         for group in optimizer.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * (1 - step / steps))
         chosen = pictures[torch.randint(len(pictures), (batch_size,), device=device, generator=generator)]
@@ -94,4 +99,8 @@ def train_vq(vq: JanusVQVAE, pictures: torch.Tensor, steps: int, batch_size: int
             reset_dead_codes(vq, latents.detach(), usage.round())
         if step % 20 == 0:
             progress.set_postfix(loss=f"{loss.item():.4f}", codes=int((usage > 0.5).sum()))
-    return vq.eval()
+        step += 1
+        budget.tick(step, progress)
+    progress.close()
+    vq.eval()
+    return step
