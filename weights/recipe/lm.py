@@ -81,15 +81,24 @@ def train_lm(
 
 
 class StepBudget:
-    """A planned step count, refitted once to a time budget after the first steps."""
+    """A planned step count, refitted to a time budget from the measured speed.
 
-    def __init__(self, steps: int, seconds: float | None, probe: int = 30):
-        self.steps, self.seconds, self.probe = steps, seconds, probe
+    Timing starts after a few warm-up steps (CUDA start-up and the first allocations are slow)
+    and is refitted a few times, so the run ends close to the budget."""
+
+    def __init__(self, steps: int, seconds: float | None, warmup: int = 10, refits: tuple[int, ...] = (40, 150, 500)):
+        self.steps, self.seconds, self.warmup, self.refits = steps, seconds, warmup, refits
         self.started = time.perf_counter()
+        self.warm_at = None
 
     def tick(self, step: int, progress) -> None:
         progress.update(1)
-        if self.seconds is not None and step == self.probe:
-            per_step = (time.perf_counter() - self.started) / step
-            self.steps = max(self.probe + 1, int(self.seconds / per_step))
+        if self.seconds is None:
+            return
+        now = time.perf_counter()
+        if step == self.warmup:
+            self.warm_at = now
+        elif step in self.refits and self.warm_at is not None:
+            per_step = (now - self.warm_at) / (step - self.warmup)
+            self.steps = max(step + 1, int(step + (self.seconds - (now - self.started)) / per_step))
             progress.total = self.steps
