@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--plan-temperature", type=float, default=DrawSettings.plan_temperature, help="plan and reflection temperature; 0 is greedy")
     generate.add_argument("--out", type=Path, required=True, help="output directory")
     generate.set_defaults(run=run_generate)
+
+    from .eval import add_eval_command
+
+    add_eval_command(commands)
     return parser
 
 

@@ -10,15 +10,13 @@ decoded pictures) add mistakes of every kind.
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from transformers import GenerationConfig, GenerationMixin, LogitsProcessorList
 
 from reasoner.backends.janus import JanusBackend
-from reasoner.backends.sampling import SeededSampler
+from reasoner.batched import as_arrays, draw_pictures, write_plans
 from reasoner.errors import PlanError
 from reasoner.shapes import (
     Scene,
@@ -46,58 +44,12 @@ class ReflectExample:
     reflection: str
 
 
-def by_length(items: list, key) -> list[list[int]]:
-    """Indices grouped so that each group's token sequences have one length: no padding needed."""
-    groups = defaultdict(list)
-    for index, item in enumerate(items):
-        groups[len(key(item))].append(index)
-    return list(groups.values())
-
-
-@torch.no_grad()
-def write_plans(backend: JanusBackend, prompts: list[str], seeds: list[int], temperature: float, batch_size: int) -> list[str]:
-    contexts = [backend.think_context_ids(p) for p in prompts]
-    stops = [backend.eos_id, backend.boi_id]
-    plans = [""] * len(prompts)
-    for group in by_length(contexts, lambda c: c):
-        for start in range(0, len(group), batch_size):
-            rows = group[start : start + batch_size]
-            input_ids = torch.tensor([contexts[i] for i in rows], device=backend.device)
-            config = GenerationConfig(bos_token_id=backend.bos_id, eos_token_id=stops, pad_token_id=backend.pad_id,
-                                      max_new_tokens=backend.template.max_plan_tokens, do_sample=False)
-            sampler = SeededSampler([seeds[i] for i in rows], temperature, device=backend.device)
-            output = GenerationMixin.generate(backend.model, input_ids, attention_mask=torch.ones_like(input_ids),
-                                              generation_config=config, logits_processor=LogitsProcessorList([sampler]))
-            for row, tokens in zip(rows, output[:, input_ids.shape[1]:].tolist()):
-                cut = next((k for k, t in enumerate(tokens) if t in stops), len(tokens))
-                plans[row] = backend.tokenizer.decode(tokens[:cut], skip_special_tokens=True).strip()
-    return plans
-
-
-@torch.no_grad()
-def draw_pictures(backend: JanusBackend, prompts: list[str], plans: list[str | None], seeds: list[int], cfg_scale: float, temperature: float, batch_size: int) -> np.ndarray:
-    contexts = [backend.draw_context_ids(p, plan) for p, plan in zip(prompts, plans)]
-    pictures = [None] * len(prompts)
-    for group in by_length(contexts, lambda c: c):
-        for start in range(0, len(group), batch_size):
-            rows = group[start : start + batch_size]
-            input_ids = torch.tensor([contexts[i] for i in rows], device=backend.device)
-            config = GenerationConfig(bos_token_id=backend.bos_id, eos_token_id=backend.eos_id, pad_token_id=backend.pad_id,
-                                      generation_kwargs={"boi_token_id": backend.boi_id}, do_sample=False, guidance_scale=1)
-            sampler = SeededSampler([seeds[i] for i in rows], temperature, 0, guidance_scale=cfg_scale, device=backend.device)
-            tokens = backend.model.generate(input_ids, attention_mask=torch.ones_like(input_ids), generation_mode="image",
-                                            generation_config=config, logits_processor=LogitsProcessorList([sampler]))
-            for row, image in zip(rows, backend.decode_images(tokens)):
-                pictures[row] = np.asarray(image)
-    return np.stack(pictures)
-
-
 def own_reflections(backend: JanusBackend, prompts: list[str], seed: int, cfg_scale: float, temperature: float, batch_size: int) -> tuple[list[ReflectExample], float]:
     """The model's own think-then-draw outputs, each with the reflection the checker supports."""
     rng = random.Random(seed)
     seeds = [seed + i for i in range(len(prompts))]
     plans = write_plans(backend, prompts, seeds, 0.0, batch_size)
-    pictures = draw_pictures(backend, prompts, plans, seeds, cfg_scale, temperature, batch_size)
+    pictures = as_arrays(draw_pictures(backend, prompts, plans, seeds, cfg_scale, temperature, batch_size))
     examples, passed = [], 0
     for prompt, plan, picture in zip(prompts, plans, pictures):
         score = score_image(picture, prompt)

@@ -1,0 +1,144 @@
+"""`python -m reasoner eval`: how often pictures satisfy held-out prompts, per SHAPES.md category.
+
+Modes, each on the same dev-split prompts and seeds:
+- direct: draw from the prompt alone;
+- think: write a plan, then draw from it;
+- reflect: look at each think picture, and redraw where the reflection revises (seed + 16);
+- follow: draw from random valid plans a person might write (1-4 objects), and check the
+  picture matches the plan exactly.
+One picture per prompt. A table goes to stdout, the figures to a JSON file.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .backends.janus import JanusBackend
+from .batched import draw_pictures, write_plans, write_reflections
+from .pipeline import revised_plan_in
+from .records import MAX_CANDIDATES
+from .shapes import CATEGORIES, SuitePrompt, accuracy_by_category, detect, format_plan, make_suite, random_scene, score_image
+
+MODES = ("direct", "think", "reflect", "follow")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    prompts: int = 400  # held-out prompts, balanced over the 8 categories
+    seed: int = 0
+    cfg_scale: float = 5.0
+    temperature: float = 1.0
+    batch_size: int = 64
+
+
+def progress(message: str) -> None:
+    print(f"[eval {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def evaluate(backend: JanusBackend, modes: list[str], settings: EvalSettings) -> dict:
+    suite = make_suite("dev", settings.prompts, settings.seed)
+    prompts = [p.prompt for p in suite]
+    seeds = [settings.seed + i for i in range(len(suite))]
+    draw = lambda plans, seeds_: draw_pictures(backend, prompts, plans, seeds_, settings.cfg_scale, settings.temperature, settings.batch_size)  # noqa: E731
+    results: dict = {"settings": settings.__dict__, "model": backend.info.name, "modes": {}}
+
+    if "direct" in modes:
+        progress(f"direct: {len(prompts)} pictures")
+        results["modes"]["direct"] = accuracy(suite, draw([None] * len(prompts), seeds))
+    if "think" in modes or "reflect" in modes:
+        progress(f"think: {len(prompts)} plans and pictures")
+        plans = write_plans(backend, prompts, seeds, 0.0, settings.batch_size)
+        pictures = draw(plans, seeds)
+        results["modes"]["think"] = accuracy(suite, pictures)
+        results["examples"] = [{"prompt": p, "plan": plan} for p, plan in list(zip(prompts, plans))[:8]]
+    if "reflect" in modes:
+        progress(f"reflect: {len(prompts)} reflections")
+        reflections = write_reflections(backend, prompts, plans, pictures, seeds, 0.0, settings.batch_size)
+        revised = [revised_plan_in(text) for text in reflections]
+        redo = [i for i, plan in enumerate(revised) if plan is not None]
+        progress(f"reflect: redrawing {len(redo)} revised pictures")
+        final = list(pictures)
+        if redo:
+            redrawn = draw_pictures(backend, [prompts[i] for i in redo], [revised[i].text for i in redo], [seeds[i] + MAX_CANDIDATES for i in redo], settings.cfg_scale, settings.temperature, settings.batch_size)
+            for i, picture in zip(redo, redrawn):
+                final[i] = picture
+        before = [score_image(p, s).passed for p, s in zip(pictures, suite)]
+        after = [score_image(p, s).passed for p, s in zip(final, suite)]
+        failures = [i for i, ok in enumerate(before) if not ok]
+        successes = [i for i, ok in enumerate(before) if ok]
+        results["modes"]["reflect"] = {
+            **accuracy(suite, final),
+            "revised": len(redo),
+            "think_failures": len(failures),
+            "fixed": sum(after[i] for i in failures),
+            "fixed_share": sum(after[i] for i in failures) / max(1, len(failures)),
+            "broken": sum(not after[i] for i in successes),
+            "broken_share": sum(not after[i] for i in successes) / max(1, len(successes)),
+        }
+    if "follow" in modes:
+        rng = random.Random(settings.seed + 1)
+        scenes = [random_scene(rng, 1, 4) for _ in prompts]
+        progress(f"follow: {len(scenes)} pictures from random plans")
+        pictures = draw_pictures(backend, prompts, [format_plan(s) for s in scenes], seeds, settings.cfg_scale, settings.temperature, settings.batch_size)
+        matches = [detect(p).scene == s for p, s in zip(pictures, scenes)]
+        results["modes"]["follow"] = {"overall": sum(matches) / len(matches)}
+    return results
+
+
+def accuracy(suite: list[SuitePrompt], pictures) -> dict:
+    return accuracy_by_category([score_image(p, s) for p, s in zip(pictures, suite)])
+
+
+def table(results: dict) -> str:
+    modes = results["modes"]
+    columns = ["overall", *CATEGORIES]
+    lines = [f"{'mode':<8} " + " ".join(f"{c[:11]:>11}" for c in columns)]
+    for mode, figures in modes.items():
+        lines.append(f"{mode:<8} " + " ".join(f"{figures[c]:>11.3f}" if c in figures else f"{'':>11}" for c in columns))
+    if "reflect" in modes:
+        r = modes["reflect"]
+        lines.append(f"reflect: fixed {r['fixed']}/{r['think_failures']} think failures ({r['fixed_share']:.2f}), broke {r['broken']} successes ({r['broken_share']:.3f})")
+    return "\n".join(lines)
+
+
+def run_eval(args) -> int:
+    from transformers.utils import logging as transformers_logging
+
+    from weights.catalog import resolve_model
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        from .errors import InvalidSettingError
+
+        raise InvalidSettingError(f"unknown eval modes {unknown}; choose from {', '.join(MODES)}")
+    directory, name = resolve_model(args.model)
+    backend = JanusBackend.from_pretrained(directory, device=args.device, name=name)
+    settings = EvalSettings(prompts=args.prompts, seed=args.seed, cfg_scale=args.cfg, temperature=args.temperature)
+    results = evaluate(backend, modes, settings)
+    print(table(results))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    progress(f"wrote {args.json}")
+    return 0
+
+
+def add_eval_command(commands) -> None:
+    parser = commands.add_parser("eval", help="accuracy per category on held-out shapes prompts")
+    parser.add_argument("--suite", choices=["shapes"], default="shapes")
+    parser.add_argument("--model", default="shapes")
+    parser.add_argument("--modes", default="direct,think,reflect,follow", help=f"comma-separated: {', '.join(MODES)}")
+    parser.add_argument("--prompts", type=int, default=EvalSettings.prompts, help="held-out prompts")
+    parser.add_argument("--seed", type=int, default=EvalSettings.seed)
+    parser.add_argument("--cfg", type=float, default=EvalSettings.cfg_scale)
+    parser.add_argument("--temperature", type=float, default=EvalSettings.temperature)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/eval-shapes.json"))
+    parser.set_defaults(run=run_eval)

@@ -1,0 +1,39 @@
+"""Batched generation (eval, training data) gives what the pipeline gives prompt by prompt."""
+
+import numpy as np
+
+from reasoner.batched import draw_pictures, write_plans, write_reflections
+from reasoner.cli import main
+from reasoner.eval import EvalSettings, evaluate, table
+from reasoner.records import DrawSettings, Plan
+
+PROMPTS = ["a red circle", "a blue square", "two circles the color of the sky", "a green triangle"]
+
+
+def test_batched_plans_and_pictures_match_the_pipeline(tiny_pipeline):
+    backend = tiny_pipeline.backend
+    seeds = [3, 4, 5, 6]
+    plans = write_plans(backend, PROMPTS, seeds, temperature=1.0)
+    assert plans == [tiny_pipeline.think(p, seed=s, temperature=1.0).text for p, s in zip(PROMPTS, seeds)]
+    pictures = draw_pictures(backend, PROMPTS, ["red circle @ top-left"] * 4, seeds, cfg_scale=3.0, temperature=1.0)
+    for prompt, seed, picture in zip(PROMPTS, seeds, pictures):
+        alone = tiny_pipeline.draw(prompt, "red circle @ top-left", DrawSettings(n=1, seed=seed, cfg_scale=3.0))[0]
+        assert np.array_equal(np.asarray(picture), np.asarray(alone.image))
+    reflections = write_reflections(backend, PROMPTS, plans, pictures, seeds, temperature=0.0)
+    assert reflections[0] == tiny_pipeline.reflect(PROMPTS[0], Plan(plans[0]), pictures[0], seed=seeds[0]).text
+
+
+def test_eval_reports_every_mode(tiny_backend):
+    results = evaluate(tiny_backend, ["direct", "think", "reflect", "follow"], EvalSettings(prompts=8, batch_size=8))
+    modes = results["modes"]
+    assert set(modes) == {"direct", "think", "reflect", "follow"}
+    for figures in modes.values():
+        assert 0.0 <= figures["overall"] <= 1.0
+    reflect = modes["reflect"]
+    assert reflect["fixed"] <= reflect["think_failures"] <= 8
+    assert "think" in table(results) and "fixed" in table(results)
+
+
+def test_unknown_eval_mode_is_one_line(tiny_model_dir, capsys, tmp_path):
+    assert main(["eval", "--model", str(tiny_model_dir), "--modes", "think,dream", "--json", str(tmp_path / "e.json")]) == 2
+    assert "dream" in capsys.readouterr().err
