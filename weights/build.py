@@ -29,7 +29,7 @@ from reasoner.backends.janus_template import SHAPES_TEMPLATE
 from reasoner.shapes import make_suite
 
 from .random_janus import PRESETS, janus_config, save_model_dir
-from .recipe.data import draw_batches, make_draw_pool
+from .recipe.data import DrawPool, draw_batches, make_draw_pool
 from .recipe.lm import train_lm
 from .recipe.reflections import own_reflections, reflect_batches, synthetic_reflections
 from .recipe.texts import tokenizer_corpus
@@ -121,7 +121,7 @@ def build_shapes(recipe: ShapesRecipe, work: Path, out: Path) -> None:
         model.load_state_dict(JanusForConditionalGeneration.from_pretrained(draw_dir).state_dict())
     log(f"drawing the example pool: {recipe.pool_size} pictures")
     pool = make_draw_pool(backend, vq, recipe.pool_size, recipe.seed, recipe.device, recipe.workers)
-    draw_batch = draw_batches(backend, pool, recipe.lm_batch, recipe.seed)
+    draw_batch = draw_batches(DrawPool(pool, backend, recipe.device), recipe.lm_batch, recipe.seed)
     if not (draw_dir / "config.json").is_file():
         log(f"stage 3/4: plans and pictures, {recipe.draw_steps} steps")
         record("draw_steps", train_lm(model, draw_batch, recipe.draw_steps, recipe.lm_lr, tokenizer.pad_token_id, recipe.device, "draw", seconds=recipe.draw_seconds or None))

@@ -12,7 +12,7 @@ import torch
 from reasoner.backends.janus import JanusBackend
 from reasoner.shapes import Scene, make_suite, random_scene, render_scene, sample_scene_for
 
-from .sequences import Batch, collate, draw_only, dropped_context, think_and_draw
+from .sequences import IMAGE, TEXT, Batch
 from .texts import plan_text
 from .vq import encode_tokens, pixels_from_images
 
@@ -79,27 +79,75 @@ def make_draw_pool(backend: JanusBackend, vq, count: int, seed: int, device: str
     return pool
 
 
-def draw_sequence(backend: JanusBackend, example: DrawExample, rng: random.Random):
-    """One of: think then draw (most), draw from the prompt alone, draw from a dropped context."""
-    roll = rng.random()
-    if example.follows_prompt and roll < 0.15:
-        return draw_only(example.direct_ids, example.image_tokens)
-    if roll > 0.88:
-        context = example.draw_ids if rng.random() < 0.5 else example.direct_ids
-        return draw_only(dropped_context(backend, context), example.image_tokens)
-    sequence = draw_only(example.draw_ids, example.image_tokens)
-    if example.follows_prompt:  # train the plan, and the begin-of-image that ends it
-        for i in range(example.think_length, len(example.draw_ids)):
-            sequence.train[i] = True
-    return sequence
+class DrawPool:
+    """The draw examples as padded tensors on the training device, so a batch is a few gathers.
+
+    Each row of a batch is one of: think then draw (plan and picture trained), draw from the
+    prompt alone, or draw from the dropped (unconditional) context of either; pictures are always
+    trained, plans only where the prompt and plan belong together.
+    """
+
+    def __init__(self, examples: list[DrawExample], backend: JanusBackend, device: str):
+        def padded(rows: list[list[int]]) -> torch.Tensor:
+            out = torch.full((len(rows), max(map(len, rows))), backend.pad_id, dtype=torch.long)
+            for i, row in enumerate(rows):
+                out[i, : len(row)] = torch.tensor(row)
+            return out.to(device)
+
+        self.draw = padded([e.draw_ids for e in examples])
+        self.draw_length = torch.tensor([len(e.draw_ids) for e in examples], device=device)
+        self.think_length = torch.tensor([e.think_length for e in examples], device=device)
+        self.direct = padded([e.direct_ids for e in examples])
+        self.direct_length = torch.tensor([len(e.direct_ids) for e in examples], device=device)
+        self.images = torch.tensor([e.image_tokens for e in examples], device=device)
+        self.follows = torch.tensor([e.follows_prompt for e in examples], device=device)
+        self.pad_id, self.keep = backend.pad_id, torch.tensor([backend.bos_id, backend.boi_id], device=device)
+        self.device = device
+
+    THINK, DIRECT, DROPPED_THINK, DROPPED_DIRECT = range(4)
+
+    def batch(self, size: int, generator: torch.Generator) -> Batch:
+        device = self.device
+        rows = torch.randint(len(self.images), (size,), device=device, generator=generator)
+        roll = torch.rand(size, device=device, generator=generator)
+        coin = torch.rand(size, device=device, generator=generator) < 0.5
+        variant = torch.full_like(rows, self.THINK)
+        variant[self.follows[rows] & (roll < 0.15)] = self.DIRECT  # the prompt alone
+        variant[(roll > 0.88) & coin] = self.DROPPED_DIRECT  # guidance's unconditional half
+        variant[(roll > 0.88) & ~coin] = self.DROPPED_THINK
+        return self.assemble(rows, variant)
+
+    def assemble(self, rows: torch.Tensor, variant: torch.Tensor) -> Batch:
+        """Rows of the pool laid out as `variant` says (see the class constants)."""
+        device = self.device
+        follows = self.follows[rows]
+        use_direct = (variant == self.DIRECT) | (variant == self.DROPPED_DIRECT)
+        dropped = variant >= self.DROPPED_THINK
+        width = max(self.draw.shape[1], self.direct.shape[1])
+        draw = torch.nn.functional.pad(self.draw[rows], (0, width - self.draw.shape[1]), value=self.pad_id)
+        direct_ids = torch.nn.functional.pad(self.direct[rows], (0, width - self.direct.shape[1]), value=self.pad_id)
+        context = torch.where(use_direct[:, None], direct_ids, draw)
+        length = torch.where(use_direct, self.direct_length[rows], self.draw_length[rows])
+        context = torch.where(dropped[:, None] & ~torch.isin(context, self.keep), self.pad_id, context)
+
+        images = self.images[rows]
+        total = int(length.max()) + images.shape[1]
+        position = torch.arange(total, device=device)[None, :]  # (1, L)
+        in_image = (position >= length[:, None]) & (position < length[:, None] + images.shape[1])
+        image_index = (position - length[:, None]).clamp(0, images.shape[1] - 1)
+        context = torch.nn.functional.pad(context, (0, max(0, total - width)), value=self.pad_id)[:, :total]
+        ids = torch.where(in_image, images.gather(1, image_index), context)
+        ids = torch.where(position >= length[:, None] + images.shape[1], self.pad_id, ids)
+        kinds = torch.where(in_image, IMAGE, TEXT)
+        plan_trained = (follows & (variant == self.THINK))[:, None]
+        in_plan = (position >= self.think_length[rows][:, None]) & (position < length[:, None])
+        train = in_image | (plan_trained & in_plan)
+        return Batch(ids, kinds, train, None)
 
 
-def draw_batches(backend: JanusBackend, pool: list[DrawExample], batch_size: int, seed: int):
-    def next_batch(step: int) -> Batch:
-        rng = random.Random(seed * 1_000_003 + step)
-        return collate([draw_sequence(backend, rng.choice(pool), rng) for _ in range(batch_size)], backend.pad_id)
-
-    return next_batch
+def draw_batches(pool: DrawPool, batch_size: int, seed: int):
+    generator = torch.Generator(pool.device).manual_seed(seed)
+    return lambda step: pool.batch(batch_size, generator)
 
 
-__all__ = ["DrawExample", "make_draw_pool", "draw_batches", "think_and_draw"]
+__all__ = ["DrawExample", "DrawPool", "make_draw_pool", "draw_batches"]

@@ -1,0 +1,76 @@
+"""The shapes-model recipe: training batches hold exactly the engine's layout; a tiny run works."""
+
+import torch
+
+from weights.recipe.data import DrawPool, make_draw_pool
+from weights.recipe.sequences import IMAGE, TEXT, draw_only, dropped_context, think_and_draw
+from weights.recipe.texts import IMAGE_IS_RIGHT, plan_text, reflection_text
+from weights.recipe.vq import encode_tokens, pixels_from_images
+from reasoner.shapes import parse_plan, render_plan
+
+
+def test_tensor_pool_rows_equal_the_layout_builders(tiny_backend):
+    backend = tiny_backend
+    vq = backend.model.model.vqmodel
+    examples = make_draw_pool(backend, vq, count=12, seed=0, device="cpu", workers=1, unrelated_share=0.3)
+    pool = DrawPool(examples, backend, "cpu")
+    rows = torch.arange(12).repeat(4)
+    variants = torch.arange(4).repeat_interleave(12)
+    batch = pool.assemble(rows, variants)
+    for b, (row, variant) in enumerate(zip(rows.tolist(), variants.tolist())):
+        e = examples[row]
+        if variant == pool.THINK:
+            expected = draw_only(e.draw_ids, e.image_tokens)
+            expected.train = [t or (e.follows_prompt and e.think_length <= i < len(e.draw_ids)) for i, t in enumerate(expected.train)]
+        elif variant == pool.DIRECT:
+            expected = draw_only(e.direct_ids, e.image_tokens)
+        else:
+            context = e.draw_ids if variant == pool.DROPPED_THINK else e.direct_ids
+            expected = draw_only(dropped_context(backend, context), e.image_tokens)
+        n = len(expected.ids)
+        assert batch.ids[b, :n].tolist() == expected.ids
+        assert batch.kinds[b, :n].tolist() == expected.kinds
+        assert batch.train[b, :n].tolist() == expected.train
+        assert not batch.train[b, n:].any() and (batch.kinds[b, n:] == TEXT).all()
+
+
+def test_think_and_draw_trains_the_plan_and_its_end(tiny_backend):
+    plan = plan_text("a circle the color of the sky", parse_plan("blue circle @ top-left"))
+    assert plan == "the sky is blue; needed: 1 blue circle, nothing else. Plan: blue circle @ top-left"
+    sequence = think_and_draw(tiny_backend, "a circle the color of the sky", plan, [1] * 81)
+    trained_text = [t for t, k, train in zip(sequence.ids, sequence.kinds, sequence.train) if train and k == TEXT]
+    assert tiny_backend.tokenizer.decode(trained_text[:-1]) == " " + plan
+    assert trained_text[-1] == tiny_backend.boi_id  # the model learns to end its plan by starting to draw
+    assert sequence.kinds.count(IMAGE) == 81
+
+
+def test_reflection_texts():
+    seen, right = parse_plan("red circle @ top-left"), parse_plan("blue circle @ top-left")
+    assert reflection_text("a blue circle", seen, None) == IMAGE_IS_RIGHT
+    assert reflection_text("a blue circle", seen, right) == (
+        "I see red circle @ top-left; needed: 1 blue circle, nothing else. Plan: blue circle @ top-left"
+    )
+
+
+def test_vq_tokens_and_processor_pixels_agree(tiny_backend):
+    """Training reads pictures as the understanding path's processor does, and tokens have the grid's count."""
+    picture = render_plan("red circle @ top-left; blue square @ bottom-right")
+    ours = pixels_from_images([picture])
+    assert torch.allclose(ours, tiny_backend.pixel_values(picture).float(), atol=1e-6)
+    assert encode_tokens(tiny_backend.model.model.vqmodel, ours).shape == (1, 81)
+
+
+def test_a_tiny_recipe_run_writes_a_loadable_model(tmp_path):
+    from reasoner.backends.janus import JanusBackend
+    from weights.build import main
+
+    out = tmp_path / "out"
+    args = ["shapes", "--work", str(tmp_path / "work"), "--out", str(out), "--vq-steps", "2", "--vq-batch", "4",
+            "--vq-pictures", "16", "--pool-size", "32", "--draw-steps", "2", "--lm-batch", "4", "--own-prompts", "4",
+            "--synthetic-reflections", "4", "--reflect-steps", "2", "--sample-batch", "4", "--workers", "1"]
+    assert main(args) == 0
+    backend = JanusBackend.from_pretrained(out)
+    assert backend.info.world == "shapes" and backend.model.dtype == torch.float32
+    assert (tmp_path / "work" / "taken.json").is_file()
+    # a second run resumes: every stage is found done
+    assert main(args) == 0
