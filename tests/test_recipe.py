@@ -74,3 +74,7 @@ def test_a_tiny_recipe_run_writes_a_loadable_model(tmp_path):
     assert (tmp_path / "work" / "taken.json").is_file()
     # a second run resumes: every stage is found done
     assert main(args) == 0
+    # a third continues from the output, as a run spread over several GPU leases does
+    more = [a if a != str(tmp_path / "work") else str(tmp_path / "work2") for a in args]
+    assert main(more + ["--start-from", str(out), "--out", str(tmp_path / "out2")]) == 0
+    assert JanusBackend.from_pretrained(tmp_path / "out2").tokenizer.get_vocab() == backend.tokenizer.get_vocab()

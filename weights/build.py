@@ -60,6 +60,7 @@ class ShapesRecipe:
     reflect_lr: float = field(default=1e-3, metadata={"help": "peak learning rate of the reflection stage"})
     sample_cfg: float = field(default=3.0, metadata={"help": "guidance scale when the model draws its own pictures"})
     sample_temperature: float = field(default=1.0, metadata={"help": "image temperature when the model draws its own pictures"})
+    start_from: str = field(default="", metadata={"help": "a model directory (an earlier run's output) whose tokenizer, VQ and weights the draw stage continues from; lets a run span several short GPU leases"})
     sample_batch: int = field(default=256, metadata={"help": "prompts per batch when sampling the model"})
 
     def __post_init__(self):
@@ -89,9 +90,13 @@ def build_shapes(recipe: ShapesRecipe, work: Path, out: Path) -> None:
     shape = PRESETS["shapes"]
 
     # 1. Tokenizer
+    start = JanusForConditionalGeneration.from_pretrained(recipe.start_from, dtype=torch.float32) if recipe.start_from else None
     if not (work / "tokenizer" / "tokenizer.json").is_file():
         log("stage 1/4: tokenizer")
-        build_tokenizer(tokenizer_corpus(recipe.seed), recipe.vocab_size).save_pretrained(work / "tokenizer")
+        if start is not None:
+            PreTrainedTokenizerFast.from_pretrained(recipe.start_from).save_pretrained(work / "tokenizer")
+        else:
+            build_tokenizer(tokenizer_corpus(recipe.seed), recipe.vocab_size).save_pretrained(work / "tokenizer")
     tokenizer = PreTrainedTokenizerFast.from_pretrained(work / "tokenizer")
     config = janus_config(shape, len(tokenizer), tokenizer.convert_tokens_to_ids(tokenizer.image_token))
 
@@ -100,6 +105,9 @@ def build_shapes(recipe: ShapesRecipe, work: Path, out: Path) -> None:
     vq = JanusVQVAE(config.vq_config)
     if vq_path.is_file():
         vq.load_state_dict(load_file(vq_path))
+    elif start is not None:
+        vq.load_state_dict(start.model.vqmodel.state_dict())
+        save_file({k: v.contiguous() for k, v in vq.state_dict().items()}, vq_path)
     else:
         log(f"stage 2/4: VQ, {recipe.vq_steps} steps on {recipe.vq_pictures} pictures")
         pictures = random_scene_pictures(recipe.vq_pictures, recipe.seed, recipe.workers)
@@ -119,6 +127,8 @@ def build_shapes(recipe: ShapesRecipe, work: Path, out: Path) -> None:
     draw_dir = work / "draw"
     if (draw_dir / "config.json").is_file():
         model.load_state_dict(JanusForConditionalGeneration.from_pretrained(draw_dir).state_dict())
+    elif start is not None:
+        model.load_state_dict(start.state_dict())
     log(f"drawing the example pool: {recipe.pool_size} pictures")
     pool = make_draw_pool(backend, vq, recipe.pool_size, recipe.seed, recipe.device, recipe.workers)
     draw_batch = draw_batches(DrawPool(pool, backend, recipe.device), recipe.lm_batch, recipe.seed)
