@@ -130,8 +130,8 @@ def build_shapes(recipe: ShapesRecipe, work: Path, out: Path) -> None:
     elif start is not None:
         model.load_state_dict(start.state_dict())
     log(f"drawing the example pool: {recipe.pool_size} pictures")
-    pool = make_draw_pool(backend, vq, recipe.pool_size, recipe.seed, recipe.device, recipe.workers)
-    draw_batch = draw_batches(DrawPool(pool, backend, recipe.device), recipe.lm_batch, recipe.seed)
+    pool = DrawPool(make_draw_pool(backend, vq, recipe.pool_size, recipe.seed, recipe.device, recipe.workers), backend, recipe.device)
+    draw_batch = draw_batches(pool, recipe.lm_batch, recipe.seed)
     if not (draw_dir / "config.json").is_file():
         log(f"stage 3/4: plans and pictures, {recipe.draw_steps} steps")
         record("draw_steps", train_lm(model, draw_batch, recipe.draw_steps, recipe.lm_lr, tokenizer.pad_token_id, recipe.device, "draw", seconds=recipe.draw_seconds or None))
@@ -148,7 +148,7 @@ def build_shapes(recipe: ShapesRecipe, work: Path, out: Path) -> None:
         log(f"own pictures right: {pass_rate:.3f}; adding {recipe.synthetic_reflections} synthetic ones")
         examples = own + synthetic_reflections(backend, vq, recipe.synthetic_reflections, recipe.seed, recipe.device)
         record("own_pass_rate", round(pass_rate, 4))
-        batches = reflect_batches(backend, examples, draw_batch, recipe.lm_batch, recipe.seed)
+        batches = reflect_batches(backend, examples, pool, recipe.lm_batch, recipe.seed)
         record("reflect_steps", train_lm(model, batches, recipe.reflect_steps, recipe.reflect_lr, tokenizer.pad_token_id, recipe.device, "reflect", warmup=100, seconds=recipe.reflect_seconds or None))
         save_model_dir(reflect_dir, model, tokenizer, image_processor, SHAPES_TEMPLATE)
     else:

@@ -114,16 +114,17 @@ def synthetic_reflections(backend: JanusBackend, vq, count: int, seed: int, devi
     return examples
 
 
-def reflect_batches(backend: JanusBackend, reflections: list[ReflectExample], draw_batch, batch_size: int, seed: int):
-    """Half reflections, half think-and-draw, so the model keeps what it learned first."""
+def reflect_batches(backend: JanusBackend, reflections: list[ReflectExample], pool, batch_size: int, seed: int):
+    """Half reflections, half drawing (from the DrawPool), so the model keeps what it learned first."""
+    generator = torch.Generator(pool.device).manual_seed(seed + 1)
+
     def next_batch(step: int) -> Batch:
         rng = random.Random(seed * 7_000_003 + step)
         chosen = [rng.choice(reflections) for _ in range(batch_size // 2)]
         pixels = pixels_from_images([r.picture for r in chosen])
         sequences = [reflect(backend, r.prompt, r.plan, p, r.reflection) for r, p in zip(chosen, pixels)]
-        draws = draw_batch(step)
-        batch = collate(sequences, backend.pad_id)
-        return merge(batch, draws, backend.pad_id)
+        draws = pool.batch(batch_size - len(sequences), generator)
+        return merge(collate(sequences, backend.pad_id).to(pool.device), draws, backend.pad_id)
 
     return next_batch
 
