@@ -121,7 +121,8 @@ def run_eval(args) -> int:
         raise InvalidSettingError(f"unknown eval modes {unknown}; choose from {', '.join(MODES)}")
     directory, name = resolve_model(args.model)
     backend = JanusBackend.from_pretrained(directory, device=args.device, name=name)
-    settings = EvalSettings(prompts=args.prompts, seed=args.seed, cfg_scale=args.cfg, temperature=args.temperature)
+    cfg = args.cfg if args.cfg is not None else backend.template.default_cfg_scale
+    settings = EvalSettings(prompts=args.prompts, seed=args.seed, cfg_scale=cfg, temperature=args.temperature)
     results = evaluate(backend, modes, settings)
     print(table(results))
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -137,7 +138,7 @@ def add_eval_command(commands) -> None:
     parser.add_argument("--modes", default="direct,think,reflect,follow", help=f"comma-separated: {', '.join(MODES)}")
     parser.add_argument("--prompts", type=int, default=EvalSettings.prompts, help="held-out prompts")
     parser.add_argument("--seed", type=int, default=EvalSettings.seed)
-    parser.add_argument("--cfg", type=float, default=EvalSettings.cfg_scale)
+    parser.add_argument("--cfg", type=float, default=None, help="guidance scale; default: the model's own")
     parser.add_argument("--temperature", type=float, default=EvalSettings.temperature)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/eval-shapes.json"))
