@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from .engine import DEFAULT_ENGINE, ENGINES, check_engine
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--reflect", action="store_true", help="let the model reflect on each candidate and redraw it from a revised plan")
     generate.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE, help="decode engine")
     generate.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    generate.add_argument("--cfg", type=float, default=DrawSettings.cfg_scale, help="classifier-free guidance scale (1-20)")
+    generate.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (1-20); default: the model's own (reasoner.json)")
     generate.add_argument("--temperature", type=float, default=DrawSettings.temperature, help="image-token temperature; 0 is greedy")
     generate.add_argument("--top-k", type=int, default=DrawSettings.top_k, help="sample image tokens among the k best; 0 is off")
     generate.add_argument("--plan-temperature", type=float, default=DrawSettings.plan_temperature, help="plan and reflection temperature; 0 is greedy")
@@ -41,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .eval import add_eval_command
 
     add_eval_command(commands)
+
+    from .engine.bench import add_bench_command
+    from .engine.onnx_export import add_export_command
+
+    add_bench_command(commands)
+    add_export_command(commands)
     return parser
 
 
@@ -91,7 +98,7 @@ def run_generate(args) -> int:
     # 1. Check everything that needs no model, so a bad call fails in a second.
     prompts = read_prompts(args)
     settings = DrawSettings(
-        n=args.n, seed=args.seed, cfg_scale=args.cfg, temperature=args.temperature,
+        n=args.n, seed=args.seed, cfg_scale=args.cfg if args.cfg is not None else DrawSettings.cfg_scale, temperature=args.temperature,
         top_k=args.top_k, plan_temperature=args.plan_temperature,
     )
     check_engine(args.engine)
@@ -103,6 +110,8 @@ def run_generate(args) -> int:
     pipeline = ReasonerPipeline.from_pretrained(args.model, device=args.device, engine=args.engine)
     prompts = [pipeline.check_prompt(prompt) for prompt in prompts]
     plan = pipeline.check_plan(args.plan) if args.plan is not None else None
+    if args.cfg is None:
+        settings = replace(settings, cfg_scale=pipeline.backend.template.default_cfg_scale)
     print(f"model: {pipeline.info.summary()}", file=sys.stderr)
 
     # 3. Generate, writing rows to a .partial file renamed only once everything is written.

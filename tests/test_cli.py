@@ -32,7 +32,7 @@ def test_generate_writes_results_and_pngs_with_their_recipe(tiny_model_dir, tmp_
     assert [(r["prompt_index"], r["candidate"], r["seed"]) for r in rows] == [(0, 0, 5), (0, 1, 6), (1, 0, 5), (1, 1, 6)]
     for row in rows:
         assert FIELDS <= set(row)
-        assert row["plan"] and row["reflection"] is None and row["engine"] == "hf"
+        assert row["plan"] and row["reflection"] is None and row["engine"] == "fast"  # the default engine
         recipe = read_recipe(out / row["image"])
         assert recipe["prompt"] == row["prompt"] and recipe["seed"] == row["seed"] and recipe["plan"] == row["plan"]
     assert not (out / "results.jsonl.partial").exists()
@@ -87,7 +87,6 @@ def test_subprocess_success(tiny_model_dir, tmp_path):
         (["--prompt", "a red circle", "--n", 0], "n=0 is out of range"),
         (["--prompt", "a red circle", "--n", 99], "n=99 is out of range"),
         (["--prompt", "a red circle", "--plan", "red circle @ top-left; blue square @ top-left"], "top-left"),
-        (["--prompt", "a red circle", "--engine", "fast"], "engine 'fast' is not built yet"),
         (["--prompts", "/nonexistent/prompts.txt"], "does not exist"),
     ],
 )
@@ -96,6 +95,12 @@ def test_bad_input_is_one_line_exit_2_and_writes_no_results(tiny_model_dir, tmp_
     error = capsys.readouterr().err.strip().splitlines()
     assert fragment in error[-1] and error[-1].startswith("error: ")
     assert not (tmp_path / "out" / "results.jsonl").exists()
+
+
+def test_unknown_engine_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        generate("--prompt", "a red circle", "--engine", "tensorrt", "--out", tmp_path / "out")
+    assert exit_.value.code == 2 and "invalid choice: 'tensorrt'" in capsys.readouterr().err
 
 
 def test_missing_model_dir_in_a_fresh_process(tmp_path):

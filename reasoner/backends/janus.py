@@ -1,7 +1,9 @@
 """Janus through transformers' `JanusForConditionalGeneration`: think, draw and reflect in one model.
 
-This is the reference ("hf") engine: every token comes from transformers' own `generate`, with
-token choice done by `SeededSampler` so that each candidate has its own seed. Any directory in the
+Token loops run on one of three engines (`reasoner/engine`): "hf", the reference, where every
+token comes from transformers' own `generate` with token choice done by `SeededSampler` so that each
+candidate has its own seed; "fast" (static KV cache, compiled decode step; the default) and "onnx"
+(ONNX Runtime), which give the reference's tokens for greedy settings. Any directory in the
 Hugging Face Janus layout loads: the bundled shapes model, Janus-Pro-1B/7B, converted T2I-R1
 checkpoints. Weights are read from safetensors only and no code from the directory is run.
 """
@@ -16,7 +18,7 @@ from PIL import Image
 from transformers import AutoTokenizer, GenerationConfig, GenerationMixin, JanusForConditionalGeneration, LogitsProcessorList
 from transformers.models.janus.image_processing_pil_janus import JanusImageProcessorPil
 
-from ..engine import check_engine
+from ..engine import DEFAULT_ENGINE, SpecialTokens, check_engine, make_engine
 from ..errors import ModelLoadError
 from .base import DrawnImage, ModelInfo
 from .janus_template import JanusTemplate
@@ -24,8 +26,11 @@ from .sampling import SeededSampler
 
 
 class JanusBackend:
-    def __init__(self, model: JanusForConditionalGeneration, tokenizer, image_processor, template: JanusTemplate, name: str):
+    def __init__(self, model: JanusForConditionalGeneration, tokenizer, image_processor, template: JanusTemplate, name: str, engine: str = DEFAULT_ENGINE):
         self.model = model.eval()
+        self.engine = check_engine(engine)
+        self._runner = None  # the fast or onnx engine, made on first use
+        self.model_dir: Path | None = None  # set by from_pretrained; keys the onnx engine's export cache
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.template = template
@@ -51,8 +56,8 @@ class JanusBackend:
         )
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str = "cpu", dtype: torch.dtype | None = None, name: str | None = None, engine: str = "hf") -> JanusBackend:
-        check_engine(engine)  # only "hf" runs here yet; the fast and onnx engines plug in below
+    def from_pretrained(cls, directory: str | Path, device: str = "cpu", dtype: torch.dtype | None = None, name: str | None = None, engine: str = DEFAULT_ENGINE) -> JanusBackend:
+        check_engine(engine)
         directory = Path(directory)
         check_model_dir(directory)
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -76,7 +81,9 @@ class JanusBackend:
             if getattr(tokenizer, attribute, None) is None:
                 raise ModelLoadError(f"{directory}: tokenizer has no {attribute} (not a Janus tokenizer)")
         image_processor = load_image_processor(directory, model.config.vision_config.image_size)
-        return cls(model.to(device), tokenizer, image_processor, JanusTemplate.load(directory), name or str(directory))
+        backend = cls(model.to(device), tokenizer, image_processor, JanusTemplate.load(directory), name or str(directory), engine=engine)
+        backend.model_dir = directory  # the onnx engine keys its export cache on these files
+        return backend
 
     # -- token sequences: the one place that lays out what the model sees -------------------------
 
@@ -146,10 +153,29 @@ class JanusBackend:
         image = image_logits.float().log_softmax(-1).gather(-1, image_tokens.to(self.device)[..., None])[..., 0]
         return plan, image
 
-    # -- transformers calls -----------------------------------------------------------------------
+    # -- the engines' token loops -----------------------------------------------------------------
+
+    @property
+    def runner(self):
+        """The fast or onnx engine over this model (None for hf), made on first use."""
+        if self.engine == "hf":
+            return None
+        if self._runner is None:
+            special = SpecialTokens(bos=self.bos_id, boi=self.boi_id, pad=self.pad_id)
+            self._runner = make_engine(self.engine, self.model, special, model_dir=self.model_dir)
+        return self._runner
+
+    def text_from_tokens(self, new_tokens: list[int], stop_ids: list[int]) -> str:
+        for position, token in enumerate(new_tokens):
+            if token in stop_ids:
+                new_tokens = new_tokens[:position]
+                break
+        return self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
 
     @torch.no_grad()  # not inference_mode: its tensors cannot enter training later
     def generate_text(self, ids: list[int], pixel_values: torch.Tensor | None, seed: int, temperature: float, max_new_tokens: int, stop_ids: list[int]) -> str:
+        if self.runner is not None:
+            return self.text_from_tokens(self.runner.text_tokens(ids, pixel_values, seed, temperature, max_new_tokens, stop_ids), stop_ids)
         input_ids = torch.tensor([ids], device=self.device)
         config = GenerationConfig(
             bos_token_id=self.bos_id, eos_token_id=stop_ids, pad_token_id=self.pad_id,
@@ -166,16 +192,13 @@ class JanusBackend:
             logits_processor=LogitsProcessorList([SeededSampler([seed], temperature, device=self.device)]),
             **image_inputs,
         )
-        new_tokens = output[0, len(ids):].tolist()
-        for position, token in enumerate(new_tokens):
-            if token in stop_ids:
-                new_tokens = new_tokens[:position]
-                break
-        return self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+        return self.text_from_tokens(output[0, len(ids):].tolist(), stop_ids)
 
     @torch.no_grad()  # not inference_mode: its tensors cannot enter training later
     def generate_image_tokens(self, context_ids: list[int], seeds: list[int], cfg_scale: float, temperature: float, top_k: int) -> torch.Tensor:
         """(len(seeds), num_image_tokens) image tokens, guided by the prompt-dropped context."""
+        if self.runner is not None:
+            return self.runner.image_tokens(context_ids, seeds, cfg_scale, temperature, top_k)
         input_ids = torch.tensor([context_ids] * len(seeds), device=self.device)
         config = GenerationConfig(
             bos_token_id=self.bos_id, eos_token_id=self.eos_id, pad_token_id=self.pad_id,
@@ -196,7 +219,10 @@ class JanusBackend:
 
     @torch.no_grad()  # not inference_mode: its tensors cannot enter training later
     def decode_images(self, tokens: torch.Tensor) -> list[Image.Image]:
-        pixels = self.model.decode_image_tokens(tokens)  # (B, H, W, 3), roughly in [-1, 1]
+        if self.runner is not None and hasattr(self.runner, "decode_pixels"):
+            pixels = self.runner.decode_pixels(tokens)  # the onnx engine's VQ decoder
+        else:
+            pixels = self.model.decode_image_tokens(tokens)  # (B, H, W, 3), roughly in [-1, 1]
         pixels = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
         return [Image.fromarray(array, mode="RGB") for array in pixels]
 

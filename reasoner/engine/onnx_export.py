@@ -1,0 +1,266 @@
+"""Export a Janus model's token-loop pieces to ONNX, cached by a hash of the model.
+
+    python -m reasoner export-onnx --model DIR [--device cpu|cuda] [--out CACHE_DIR]
+
+writes CACHE_DIR/<hash>/ with six graphs (torch.onnx.export, the torch.export-based exporter,
+opset 18), each a small module over the model's own weights:
+
+| file                  | inputs -> outputs                                                          |
+| --------------------- | -------------------------------------------------------------------------- |
+| decoder_step.onnx     | inputs_embeds (R, T, H), past_key_i / past_value_i (R, kv, P, d) for each   |
+|                       | layer i -> hidden (R, H) at the last position, present_key_i / _value_i    |
+|                       | (R, kv, P + T, d). Positions P..P+T-1, causal. T = context (prefill) or 1. |
+| text_embed.onnx       | input_ids (R, T) -> inputs_embeds (R, T, H)                                |
+| image_embed.onnx      | image_ids (R, 1) -> inputs_embeds (R, 1, H) (generation embedding+aligner) |
+| text_head.onnx        | hidden (R, H) -> logits (R, text vocab)                                    |
+| image_head.onnx       | hidden (R, H) -> logits (R, image vocab) (the generation head)             |
+| vq_decoder.onnx       | image_ids (B, N) -> pixels (B, side, side, 3), roughly in [-1, 1]          |
+
+The cache key hashes the model's files (config.json and *.safetensors) when it was loaded from a
+directory, else its weights, together with the dtype and this file's EXPORT_VERSION, so a changed
+model or exporter never reuses a stale graph. float32 graphs for a float32 model; float16 for a
+bfloat16 one, as models load on CUDA (ONNX Runtime's CUDA kernels cover float16 more widely than
+bfloat16).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .fast import DecoderShape, mlp, rms_norm, rope_tables, rotate
+
+EXPORT_VERSION = 1
+OPSET = 18
+GRAPHS = ("decoder_step", "text_embed", "image_embed", "text_head", "image_head", "vq_decoder")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("REASONER_ONNX_CACHE", Path.home() / ".cache" / "reasoner-studio" / "onnx"))
+
+
+def export_dtype(model_dtype: torch.dtype) -> torch.dtype:
+    """float32 graphs for a float32 model; float16 for a bfloat16 / float16 one (a GPU model)."""
+    return torch.float32 if model_dtype == torch.float32 else torch.float16
+
+
+# -- the modules that are exported ----------------------------------------------------------------
+
+
+class DecoderStep(nn.Module):
+    """The Llama decoder over T new positions after P cached ones, with the cache as inputs/outputs."""
+
+    def __init__(self, janus: nn.Module, max_positions: int):
+        super().__init__()
+        language_model = janus.model.language_model
+        self.layers = language_model.layers
+        self.norm = language_model.norm
+        self.shape = DecoderShape.of(language_model.config)
+        dtype = language_model.embed_tokens.weight.dtype
+        cos, sin = rope_tables(language_model.rotary_emb, max_positions, dtype)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    def forward(self, inputs_embeds: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = inputs_embeds
+        rows, length, _ = x.shape
+        s = self.shape
+        past_length = past[0].shape[2]
+        positions = torch.arange(length, device=x.device) + past_length  # (T,)
+        cos, sin = self.rope_cos[positions], self.rope_sin[positions]  # (T, d)
+        key_positions = torch.arange(past_length + length, device=x.device)
+        mask = (key_positions[None, :] <= positions[:, None]).view(1, 1, length, past_length + length)
+        presents = []
+        for i, layer in enumerate(self.layers):
+            attn = layer.self_attn
+            h = rms_norm(x, layer.input_layernorm)
+            q = attn.q_proj(h).view(rows, length, s.heads, s.head_dim).transpose(1, 2)  # (R, heads, T, d)
+            k = attn.k_proj(h).view(rows, length, s.kv_heads, s.head_dim).transpose(1, 2)  # (R, kv, T, d)
+            v = attn.v_proj(h).view(rows, length, s.kv_heads, s.head_dim).transpose(1, 2)
+            q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+            k = torch.cat([past[2 * i], k], dim=2)  # (R, kv, P + T, d)
+            v = torch.cat([past[2 * i + 1], v], dim=2)
+            presents += [k, v]
+            if s.kv_heads != s.heads:  # GQA: each kv head serves heads / kv_heads query heads
+                k = k.repeat_interleave(s.heads // s.kv_heads, dim=1)
+                v = v.repeat_interleave(s.heads // s.kv_heads, dim=1)
+            # attention written out (MatMul, Softmax): every ONNX Runtime provider runs it
+            scores = (q @ k.transpose(-1, -2)) * attn.scaling  # (R, heads, T, P + T)
+            scores = scores.masked_fill(~mask, float("-inf")).softmax(-1)
+            y = (scores @ v).transpose(1, 2).reshape(rows, length, -1)
+            x = x + attn.o_proj(y)
+            x = x + mlp(layer.mlp, rms_norm(x, layer.post_attention_layernorm))
+        return (rms_norm(x[:, -1], self.norm), *presents)
+
+
+class TextEmbed(nn.Module):
+    def __init__(self, janus):
+        super().__init__()
+        self.embed = janus.get_input_embeddings()
+
+    def forward(self, input_ids):
+        return self.embed(input_ids)
+
+
+class ImageEmbed(nn.Module):
+    def __init__(self, janus):
+        super().__init__()
+        self.embed, self.aligner = janus.model.generation_embeddings, janus.model.generation_aligner
+
+    def forward(self, image_ids):
+        return self.aligner(self.embed(image_ids))
+
+
+class Head(nn.Module):
+    def __init__(self, head):
+        super().__init__()
+        self.head = head
+
+    def forward(self, hidden):
+        return self.head(hidden)
+
+
+class VQDecoder(nn.Module):
+    def __init__(self, janus):
+        super().__init__()
+        self.janus = janus
+
+    def forward(self, image_ids):
+        return self.janus.decode_image_tokens(image_ids)
+
+
+# -- the cache ------------------------------------------------------------------------------------
+
+
+def model_key(janus: nn.Module, model_dir: Path | None, dtype: torch.dtype) -> str:
+    """A hash of the model files (or, for a model built in code, of its weights), dtype and exporter."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"reasoner-onnx v{EXPORT_VERSION} opset {OPSET} {dtype}".encode())
+    files = sorted(Path(model_dir).glob("*.safetensors")) + [Path(model_dir) / "config.json"] if model_dir else []
+    if files and all(f.is_file() for f in files):
+        for path in files:
+            digest.update(path.name.encode())
+            with open(path, "rb") as handle:
+                while chunk := handle.read(1 << 24):
+                    digest.update(chunk)
+    else:
+        digest.update(json.dumps(janus.config.to_dict(), sort_keys=True, default=str).encode())
+        for name, tensor in janus.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def exported_dir(cache_dir: Path, key: str) -> Path:
+    return Path(cache_dir) / key
+
+
+def is_complete(directory: Path) -> bool:
+    return (directory / "export.json").is_file() and all((directory / f"{name}.onnx").is_file() for name in GRAPHS)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def ensure_exported(janus: nn.Module, model_dir: Path | None, dtype: torch.dtype, cache_dir: Path | None = None) -> Path:
+    """The directory with this model's graphs in `dtype`, exporting them on first use."""
+    key = model_key(janus, model_dir, dtype)
+    directory = exported_dir(cache_dir or default_cache_dir(), key)
+    if is_complete(directory):
+        return directory
+    log(f"onnx engine: exporting the model to {directory} (once per model and dtype)")
+    export_all(janus, directory, dtype)
+    return directory
+
+
+@torch.no_grad()
+def export_all(janus: nn.Module, directory: Path, dtype: torch.dtype) -> None:
+    """Write the six graphs into `directory` (through a temporary directory, renamed when whole)."""
+    from torch.export import Dim
+
+    config = janus.config
+    shape = DecoderShape.of(config.text_config)
+    hidden = config.text_config.hidden_size
+    max_positions = max(config.text_config.max_position_embeddings, 2 * config.vision_config.num_image_tokens + 512)
+    # Export from the CPU in the target dtype; a copy unless the model already is that.
+    weight = janus.lm_head.weight
+    if weight.device.type != "cpu" or weight.dtype != dtype:
+        janus = copy.deepcopy(janus).to("cpu", dtype)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=directory.name + ".", dir=directory.parent))
+    rows, length, past = Dim("rows", min=1, max=4096), Dim("length", min=1, max=max_positions), Dim("past", min=0, max=max_positions)
+    # example sizes: distinct and > 1, so the exporter keeps every size symbolic
+    r, t, p = 3, 5, 7
+    embeds = torch.randn(r, t, hidden, dtype=dtype)
+    pasts = [torch.randn(r, shape.kv_heads, p, shape.head_dim, dtype=dtype) for _ in range(2 * shape.layers)]
+    names = [f"past_{kind}_{i}" for i in range(shape.layers) for kind in ("key", "value")]
+    outputs = ["hidden"] + [f"present_{kind}_{i}" for i in range(shape.layers) for kind in ("key", "value")]
+    graphs = [
+        ("decoder_step", DecoderStep(janus, max_positions), (embeds, *pasts), ["inputs_embeds", *names], outputs,
+         ({0: rows, 1: length}, tuple({0: rows, 2: past} for _ in pasts))),
+        ("text_embed", TextEmbed(janus), (torch.zeros(r, t, dtype=torch.long),), ["input_ids"], ["inputs_embeds"], ({0: rows, 1: length},)),
+        ("image_embed", ImageEmbed(janus), (torch.zeros(r, 1, dtype=torch.long),), ["image_ids"], ["inputs_embeds"], ({0: rows},)),
+        ("text_head", Head(janus.lm_head), (torch.randn(r, hidden, dtype=dtype),), ["hidden"], ["logits"], ({0: rows},)),
+        ("image_head", Head(janus.model.generation_head), (torch.randn(r, hidden, dtype=dtype),), ["hidden"], ["logits"], ({0: rows},)),
+        ("vq_decoder", VQDecoder(janus), (torch.zeros(2, config.vision_config.num_image_tokens, dtype=torch.long),),
+         ["image_ids"], ["pixels"], ({0: Dim("images", min=1, max=4096)},)),
+    ]
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
+    for name, module, args, input_names, output_names, dynamic in graphs:
+        log(f"onnx engine: exporting {name}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module.eval(), args, temporary / f"{name}.onnx", input_names=input_names, output_names=output_names,
+                dynamic_shapes=dynamic, opset_version=OPSET, dynamo=True, external_data=True, verbose=False,
+            )
+    (temporary / "export.json").write_text(json.dumps({
+        "export_version": EXPORT_VERSION, "opset": OPSET, "dtype": str(dtype).removeprefix("torch."),
+        "layers": shape.layers, "kv_heads": shape.kv_heads, "head_dim": shape.head_dim, "hidden": hidden,
+        "graphs": list(GRAPHS), "torch": torch.__version__,
+    }, indent=2) + "\n")
+    if directory.exists():
+        shutil.rmtree(directory)
+    temporary.rename(directory)
+
+
+# -- the command line -----------------------------------------------------------------------------
+
+
+def add_export_command(commands) -> None:
+    export = commands.add_parser("export-onnx", help="export a model's decoder step, heads and VQ decoder to ONNX (cached by model hash)")
+    export.add_argument("--model", default=os.environ.get("REASONER_MODEL", "shapes"), help="catalog name (shapes) or a local Hugging Face Janus directory")
+    export.add_argument("--out", type=Path, default=None, help="cache directory; the graphs go to OUT/<model hash>/ "
+                        "(default: $REASONER_ONNX_CACHE or ~/.cache/reasoner-studio/onnx, where --engine onnx looks)")
+    export.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="the device the graphs are for: float32 graphs for cpu, float16 for cuda (where models load in bfloat16)")
+    export.set_defaults(run=run_export)
+
+
+def run_export(args) -> int:
+    from transformers.utils import logging as transformers_logging
+
+    from weights.catalog import resolve_model
+
+    from ..backends.janus import JanusBackend
+
+    transformers_logging.set_verbosity_error()
+    directory, name = resolve_model(args.model)
+    # Loaded on the CPU in float32 whatever the target: the export casts a copy, and the cache key
+    # (files + target dtype) is the one the engine computes on the target device.
+    backend = JanusBackend.from_pretrained(directory, device="cpu", dtype=torch.float32, name=name, engine="hf")
+    dtype = export_dtype(torch.bfloat16 if args.device == "cuda" else torch.float32)
+    out = ensure_exported(backend.model, backend.model_dir, dtype, args.out)
+    print(out)
+    return 0

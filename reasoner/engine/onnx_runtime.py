@@ -1,0 +1,185 @@
+"""The onnx engine: the token loops on ONNX Runtime, over graphs exported by `onnx_export.py`.
+
+    engine = OnnxEngine(model, SpecialTokens(...), model_dir=DIR)   # exports on first use, then cached
+    tokens = engine.image_tokens(context_ids, seeds, cfg_scale=5.0, temperature=1.0, top_k=0)
+
+Each step runs three graphs: the embedding of the previous token, the decoder step (its KV cache
+goes in as `past_*` and comes back one position longer as `present_*`, kept as ONNX Runtime values
+on the device, never copied) and a head. Every input and output is bound with IO binding to torch
+tensors on the same device (CUDA execution provider on a GPU, sharing torch's CUDA stream; CPU
+provider elsewhere), so the guidance mix and the seeded pick run in torch on the device with the
+very code of the fast engine (`sampling.py`). The vision tower of a reflection runs in torch.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .fast import SpecialTokens, unconditional_ids
+from .onnx_export import GRAPHS, ensure_exported, export_dtype
+from .sampling import RowNoise, guided, pick
+
+ORT_TYPES = {torch.float32: np.float32, torch.float16: np.float16, torch.int64: np.int64}
+
+
+class Graph:
+    """One ONNX Runtime session, run with IO binding on torch tensors and ONNX Runtime values."""
+
+    def __init__(self, path: Path, device: torch.device):
+        import onnxruntime as ort
+
+        self.ort = ort
+        self.device_type = "cuda" if device.type == "cuda" else "cpu"
+        self.device_id = (device.index or 0) if device.type == "cuda" else 0
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only
+        if device.type != "cuda":
+            options.intra_op_num_threads = torch.get_num_threads()  # the threads torch would use
+            # torch's ops run between the graphs: ORT's threads must not spin while torch's work
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if device.type == "cuda":
+            if hasattr(ort, "preload_dlls"):  # CUDA / cuDNN libraries from the nvidia-* wheels torch installed
+                try:
+                    ort.preload_dlls()
+                except Exception as error:  # noqa: BLE001 - the session below says what is missing
+                    print(f"onnx engine: preloading CUDA libraries failed ({error})", file=sys.stderr)
+            # torch's stream: torch writes an input, ORT reads it, in order, with no extra sync
+            stream = torch.cuda.current_stream(device).cuda_stream
+            options_cuda = {"device_id": self.device_id, "user_compute_stream": str(stream), "use_tf32": "0"}  # fp32 stays fp32
+            providers = [("CUDAExecutionProvider", options_cuda)]
+        else:
+            providers = ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        if device.type == "cuda" and "CUDAExecutionProvider" not in self.session.get_providers():
+            raise RuntimeError(f"ONNX Runtime has no working CUDA execution provider here (it has {self.session.get_providers()})")
+
+    def empty(self, shape: tuple[int, ...], dtype: torch.dtype):
+        return self.ort.OrtValue.ortvalue_from_shape_and_type(shape, ORT_TYPES[dtype], self.device_type, self.device_id)
+
+    def run(self, inputs: dict, outputs: dict) -> list:
+        """Run with `inputs` (torch tensors or OrtValues); `outputs` maps a name to the torch tensor
+        it is written into, or to None for a value ONNX Runtime allocates. Returns those values."""
+        binding = self.session.io_binding()
+        for name, value in inputs.items():
+            if isinstance(value, torch.Tensor):
+                binding.bind_input(name, self.device_type, self.device_id, ORT_TYPES[value.dtype], tuple(value.shape), value.data_ptr())
+            else:
+                binding.bind_ortvalue_input(name, value)
+        for name, tensor in outputs.items():
+            if tensor is None:
+                binding.bind_output(name, self.device_type, self.device_id)
+            else:
+                binding.bind_output(name, self.device_type, self.device_id, ORT_TYPES[tensor.dtype], tuple(tensor.shape), tensor.data_ptr())
+        self.session.run_with_iobinding(binding)
+        allocated = [name for name, tensor in outputs.items() if tensor is None]
+        values = binding.get_outputs()
+        names = list(outputs)
+        return [values[names.index(name)] for name in allocated]
+
+
+class OnnxEngine:
+    name = "onnx"
+
+    def __init__(self, janus, special: SpecialTokens, model_dir: Path | None = None, cache_dir: Path | None = None, progress: bool = True):
+        self.janus = janus
+        self.special = special
+        self.device = janus.lm_head.weight.device
+        self.dtype = export_dtype(janus.lm_head.weight.dtype)
+        self.progress = progress
+        self.directory = ensure_exported(janus, model_dir, self.dtype, cache_dir)
+        self.graphs = {name: Graph(self.directory / f"{name}.onnx", self.device) for name in GRAPHS}
+        text = janus.config.text_config
+        self.layers = text.num_hidden_layers
+        self.hidden = text.hidden_size
+        self.kv_heads = text.num_key_value_heads
+        self.head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        self.num_image_tokens = janus.config.vision_config.num_image_tokens
+        self.image_vocab = janus.config.vq_config.num_embeddings
+        self.text_vocab = janus.lm_head.out_features
+        self.past_names = [f"past_{kind}_{i}" for i in range(self.layers) for kind in ("key", "value")]
+        self.present_names = [f"present_{kind}_{i}" for i in range(self.layers) for kind in ("key", "value")]
+        if self.progress:
+            print(f"onnx engine: {self.directory} on {self.graphs['decoder_step'].session.get_providers()[0]}", file=sys.stderr)
+
+    # -- graph calls ------------------------------------------------------------------------------
+
+    def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(*ids.shape, self.hidden, dtype=self.dtype, device=self.device)
+        self.graphs["text_embed"].run({"input_ids": ids.contiguous()}, {"inputs_embeds": out})
+        return out
+
+    def embed_image(self, image_ids: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(image_ids.shape[0], 1, self.hidden, dtype=self.dtype, device=self.device)
+        self.graphs["image_embed"].run({"image_ids": image_ids[:, None].contiguous()}, {"inputs_embeds": out})
+        return out
+
+    def step(self, embeds: torch.Tensor, past: list) -> tuple[torch.Tensor, list]:
+        """Decoder over embeds (R, T, hidden) after `past`; (last hidden (R, hidden), present)."""
+        hidden = torch.empty(embeds.shape[0], self.hidden, dtype=self.dtype, device=self.device)
+        inputs = {"inputs_embeds": embeds.contiguous(), **dict(zip(self.past_names, past))}
+        present = self.graphs["decoder_step"].run(inputs, {"hidden": hidden, **dict.fromkeys(self.present_names)})
+        return hidden, present
+
+    def head(self, kind: str, hidden: torch.Tensor) -> torch.Tensor:
+        vocab = self.image_vocab if kind == "image" else self.text_vocab
+        logits = torch.empty(hidden.shape[0], vocab, dtype=self.dtype, device=self.device)
+        self.graphs[f"{kind}_head"].run({"hidden": hidden}, {"logits": logits})
+        return logits
+
+    def empty_past(self, rows: int) -> list:
+        graph = self.graphs["decoder_step"]
+        return [graph.empty((rows, self.kv_heads, 0, self.head_dim), self.dtype) for _ in self.past_names]
+
+    def noise(self, seeds: list[int], vocab: int, temperature: float) -> RowNoise | None:
+        if temperature <= 0:
+            return None
+        return RowNoise(seeds, torch.empty(len(seeds), vocab, device=self.device))
+
+    # -- the two token loops ----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def image_tokens(self, context_ids: list[int], seeds: list[int], cfg_scale: float, temperature: float, top_k: int) -> torch.Tensor:
+        batch, count = len(seeds), self.num_image_tokens
+        # 1. [B conditional rows; B unconditional rows], prefilled together
+        ids = torch.tensor([context_ids] * batch + [unconditional_ids(context_ids, self.special)] * batch, device=self.device)
+        noise = self.noise(seeds, self.image_vocab, temperature)
+        hidden, past = self.step(self.embed_text(ids), self.empty_past(2 * batch))
+        tokens = torch.empty(batch, count, dtype=torch.long, device=self.device)
+        # 2. One token a step: pick, embed, decode
+        for i in range(count):
+            if i > 0:
+                hidden, past = self.step(self.embed_image(torch.cat([tokens[:, i - 1]] * 2)), past)
+            scores = guided(self.head("image", hidden), cfg_scale)
+            tokens[:, i] = pick(scores, noise.draw() if noise else None, temperature, top_k)
+        return tokens
+
+    @torch.no_grad()
+    def text_tokens(self, ids: list[int], pixel_values: torch.Tensor | None, seed: int, temperature: float, max_new_tokens: int, stop_ids: list[int], top_k: int = 0) -> list[int]:
+        input_ids = torch.tensor([ids], device=self.device)
+        embeds = self.embed_text(input_ids)
+        if pixel_values is not None:  # the picture a reflection looks at, through torch's vision tower
+            features = self.janus.model.get_image_features(pixel_values).pooler_output.reshape(-1, self.hidden)
+            where = (input_ids == self.janus.config.image_token_id)[..., None]
+            embeds = embeds.masked_scatter(where, features.to(self.dtype))
+        noise = self.noise([seed], self.text_vocab, temperature)
+        hidden, past = self.step(embeds, self.empty_past(1))
+        new_tokens: list[int] = []
+        while True:
+            token = pick(guided(self.head("text", hidden), None), noise.draw() if noise else None, temperature, top_k)
+            new_tokens.append(int(token))
+            if len(new_tokens) >= max_new_tokens or new_tokens[-1] in stop_ids:
+                return new_tokens
+            hidden, past = self.step(self.embed_text(token[:, None]), past)
+
+    @torch.no_grad()
+    def decode_pixels(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, side, side, 3) pixels, roughly in [-1, 1], from the VQ decoder graph."""
+        side = self.janus.config.vq_config.num_patches * 2 ** (len(self.janus.config.vq_config.channel_multiplier) - 1)
+        pixels = torch.empty(tokens.shape[0], side, side, 3, dtype=self.dtype, device=self.device)
+        self.graphs["vq_decoder"].run({"image_ids": tokens.to(self.device, torch.long).contiguous()}, {"pixels": pixels})
+        return pixels

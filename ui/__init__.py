@@ -1,0 +1,1 @@
+"""The studio: a Gradio app whose handlers call `reasoner` (handler -> pipeline -> backend)."""

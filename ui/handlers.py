@@ -1,0 +1,234 @@
+"""The studio's event handlers: check the form, call the pipeline, record the action, return the page.
+
+Each handler is one step of the loop (think, draw, prefer, reflect, redraw) and works alone from
+its inputs, so `gradio_client` can drive the loop by the API names in README. A ReasonerError
+becomes a gr.Error with its one line; the server goes on. No handler touches a model: they call
+`reasoner.pipeline` and `reasoner.store`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import gradio as gr
+from PIL import Image
+
+from reasoner.errors import ReasonerError
+from reasoner.pipeline import ReasonerPipeline
+from reasoner.records import Candidate, DrawSettings, Plan, Reflection
+from reasoner.store import Actor, DrawRef, DrawRequest, NewCandidate, PreferenceError, Store, png_bytes
+
+from . import forms
+from .config import StudioConfig
+from .models import Models
+from .uploads import recipe_of_upload
+
+HISTORY_LIMIT = 100
+GALLERY_UPDATES = 4  # a draw shows its candidates in at most this many steps
+
+
+@contextlib.contextmanager
+def shown_errors() -> Iterator[None]:
+    """A ReasonerError becomes a gr.Error that the page shows; the server goes on."""
+    try:
+        yield
+    except ReasonerError as error:
+        raise gr.Error(html.escape(str(error), quote=False), print_exception=False) from None
+
+
+def required_id(value, what: str) -> int:
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+        raise PreferenceError(f"there is no {what} yet: {'draw' if what != 'turn' else 'pick a turn'} first")
+    return forms.whole_number(value, f"{what} id")
+
+
+def optional_id(value) -> int | None:
+    return None if value in (None, "") or (isinstance(value, float) and math.isnan(value)) else forms.whole_number(value, "id")
+
+
+@dataclass
+class Studio:
+    models: Models
+    store: Store
+    config: StudioConfig
+
+    # -- who and what -----------------------------------------------------------------------------
+
+    def actor(self, request: gr.Request | None, engine: str | None = None) -> Actor:
+        username = getattr(request, "username", None)
+        session = getattr(request, "session_hash", None)
+        return Actor(forms.who_is(username, session), self.models.choice.label, engine or self.models.default_engine)
+
+    def history_owner(self, request: gr.Request | None) -> str | None:
+        """With auth on, people see only their own turns; a local studio shows every turn."""
+        return self.actor(request).who if self.config.auth_on else None
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def think(self, prompt, seed, random_seed, plan_temperature, engine, request: gr.Request):
+        """The model's plan for the prompt. Returns (plan, plan status, turn id, seed used)."""
+        with shown_errors():
+            seed = forms.pick_seed(seed, random_seed)
+            pipeline = self.models.pipeline(engine)
+            prompt = pipeline.check_prompt(prompt)
+            plan = pipeline.think(prompt, seed, forms.number(plan_temperature, "plan temperature"))
+            thought = self.store.think(self.actor(request, engine), prompt, plan.text)
+        return plan.text, forms.plan_status(pipeline.plan_problem(plan), plan.text, "model"), thought.turn_id, seed
+
+    def check_plan(self, plan: str) -> str:
+        """The line next to the plan box while a person edits it (no model work)."""
+        text = (plan or "").strip()
+        return forms.plan_status(self.models.current().plan_problem(text) if text else None, text, "person")
+
+    def draw(self, prompt, plan, turn_id, n, seed, random_seed, cfg_scale, temperature, plan_temperature, engine,
+             request: gr.Request, progress=gr.Progress()):  # noqa: B008 - how Gradio passes progress
+        """Draw N candidates from the plan (the prompt alone if it is empty), showing them as they finish.
+
+        Yields (gallery, draw id, turn id, seed used, status, best); the last yield has the draw id.
+        """
+        with shown_errors():
+            seed = forms.pick_seed(seed, random_seed)
+            settings = forms.draw_settings(n, seed, cfg_scale, temperature, plan_temperature)
+            pipeline = self.models.pipeline(engine)
+            prompt = pipeline.check_prompt(prompt)
+            turn_id = optional_id(turn_id)
+            to_draw = self.plan_to_draw(pipeline, plan, turn_id)
+            plan_text = None if to_draw is None else to_draw.text
+
+            recipe = self.recipe_maker(prompt, plan_text, settings, engine)
+            kept: list[tuple[NewCandidate, Path]] = []
+            for kept in self.stream(settings, lambda part: pipeline.draw(prompt, to_draw, part), recipe, progress):
+                yield gallery_of(kept), None, turn_id, seed, f"Drawing: {len(kept)} of {settings.n} done…", gr.skip()
+            request_ = DrawRequest(prompt, plan_text, asdict(settings), [c for c, _ in kept], turn_id=turn_id)
+            drawn = self.store.draw(self.actor(request, engine), request_)
+        yield self.finished(drawn, kept, seed)
+
+    def prefer(self, draw_id, verdict, best, ranking, request: gr.Request):
+        """Record a verdict on a draw: 'best' (one candidate), 'ranking' (best first) or 'all bad'."""
+        with shown_errors():
+            draw = self.store.draw_info(required_id(draw_id, "draw"))
+            kind, order = forms.parse_verdict(verdict, best, ranking, len(draw.candidates))
+            preference_id = self.store.prefer(self.actor(request), draw.draw_id, kind, order)
+        return f"Saved preference #{preference_id} on draw #{draw.draw_id}: {forms.verdict_text(kind, order)}."
+
+    def reflect(self, draw_id, candidate, plan_temperature, engine, request: gr.Request):
+        """The model looks at one candidate and says what is wrong. Returns (reflection, revised plan,
+        reflection id, status); the revised plan is the drawn plan when the model revised nothing."""
+        with shown_errors():
+            draw = self.store.draw_info(required_id(draw_id, "draw"))
+            index = forms.whole_number(candidate, "candidate") - 1
+            if not 0 <= index < len(draw.candidates):
+                raise PreferenceError(f"candidate {index + 1} does not exist: this draw has 1 to {len(draw.candidates)}")
+            chosen = draw.candidates[index]
+            with Image.open(self.store.image_file(chosen.path)) as image:
+                picture = image.convert("RGB")
+            pipeline = self.models.pipeline(engine)
+            drawn_from = Plan(draw.plan or "", draw.plan_source or "model")
+            reflection = pipeline.reflect(draw.prompt, drawn_from, picture, chosen.seed, forms.number(plan_temperature, "plan temperature"))
+            revised = reflection.revised_plan.text if reflection.needs_revision else None
+            stored = self.store.reflect(self.actor(request, engine), draw.draw_id, index, reflection.text, revised)
+        shown = revised if revised is not None else (draw.plan or "")
+        status = (f"The model revised the plan after looking at #{index + 1}." if revised is not None
+                  else f"The model proposed no new plan for #{index + 1}; edit the plan below to redraw differently.")
+        return reflection.text, shown, stored.reflection_id, status
+
+    def redraw(self, reflection_id, reflection_text, revised_plan, n, seed, random_seed, cfg_scale, temperature,
+               plan_temperature, engine, request: gr.Request, progress=gr.Progress()):  # noqa: B008 - how Gradio passes progress
+        """Draw again from the revised plan (both it and the reflection may have been edited)."""
+        with shown_errors():
+            info = self.store.reflection_info(required_id(reflection_id, "reflection"))
+            seed = forms.pick_seed(seed, random_seed)
+            settings = forms.draw_settings(n, seed, cfg_scale, temperature, plan_temperature)
+            pipeline = self.models.pipeline(engine)
+            drawn_from = Plan(info.drawn_plan, info.drawn_plan_source or "model") if info.drawn_plan else None
+            revised = self.plan_to_draw(pipeline, revised_plan, info.turn_id)
+            reflection = Reflection(reflection_text or "", revised, source="model" if reflection_text == info.text else "person")
+            plan_text = revised.text if revised is not None else (drawn_from.text if drawn_from else None)
+
+            recipe = self.recipe_maker(info.prompt, plan_text, settings, engine, reflection.text)
+            kept: list[tuple[NewCandidate, Path]] = []
+            parts = self.stream(settings, lambda part: pipeline.redraw(info.prompt, drawn_from, reflection, part), recipe, progress)
+            for kept in parts:
+                yield gallery_of(kept), None, info.turn_id, seed, f"Redrawing: {len(kept)} of {settings.n} done…", gr.skip()
+            request_ = DrawRequest(
+                info.prompt, plan_text, asdict(settings), [c for c, _ in kept], turn_id=info.turn_id,
+                reflection_id=info.reflection_id, reflection_text=reflection.text,
+            )
+            drawn = self.store.draw(self.actor(request, engine), request_)
+        yield self.finished(drawn, kept, seed)
+
+    # -- history ----------------------------------------------------------------------------------
+
+    def history(self, request: gr.Request):
+        turns = self.store.recent_turns(HISTORY_LIMIT, self.history_owner(request))
+        return [[t.turn_id, t.created_at[:19].replace("T", " "), t.who, t.prompt, t.plan or "", t.draws, t.preferences] for t in turns]
+
+    def reopen(self, turn_id, request: gr.Request):
+        """A stored turn back in the studio: prompt, plan, last draw and last reflection, to continue."""
+        with shown_errors():
+            state = self.store.turn_state(required_id(turn_id, "turn"), self.history_owner(request))
+        draw, reflection = state.last_draw, state.last_reflection
+        gallery = [(str(self.store.image_file(c.path)), forms.caption(c.index, c.seed)) for c in draw.candidates] if draw else []
+        verdicts = "; ".join(state.verdicts) or "no verdict yet"
+        return (
+            state.prompt, state.plan or "", state.turn_id, gallery, draw.draw_id if draw else None,
+            reflection.text if reflection else "", (reflection.revised_plan or reflection.drawn_plan or "") if reflection else "",
+            reflection.reflection_id if reflection else None,
+            f"Reopened turn #{state.turn_id} ({verdicts}). Continue where it was left.",
+        )
+
+    def open_recipe(self, path):
+        """Prompt, plan and settings from a studio PNG, to make it again or continue from it."""
+        with shown_errors():
+            made = recipe_of_upload(path)
+        return (
+            made.get("prompt", ""), made.get("plan") or "", made.get("seed", 0), made.get("cfg_scale", DrawSettings.cfg_scale),
+            made.get("temperature", DrawSettings.temperature), made.get("plan_temperature", DrawSettings.plan_temperature),
+            f"Opened the recipe of a picture by {html.escape(str(made.get('model', 'an unknown model')))}.",
+        )
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def plan_to_draw(self, pipeline: ReasonerPipeline, text, turn_id: int | None) -> Plan | None:
+        """None for an empty plan; the model's plan as written; a person's plan once it is checked."""
+        text = (text or "").strip()
+        if not text:
+            return None
+        if self.store.plan_source(turn_id, text) == "model":
+            return Plan(text, "model")
+        return pipeline.check_plan(Plan(text, "person"))
+
+    def recipe_maker(self, prompt: str, plan: str | None, settings: DrawSettings, engine, reflection: str | None = None):
+        """seed -> the recipe a picture of this draw carries."""
+        model, engine = self.models.choice.label, engine or self.models.default_engine
+        return lambda seed: forms.recipe(prompt, plan, settings, seed, model, engine, reflection)
+
+    def stream(self, settings: DrawSettings, draw_part: Callable[[DrawSettings], list[Candidate]], recipe, progress):
+        """Draw `settings.n` candidates a part at a time (candidate k keeps seed `seed + k`), write
+        each picture as it comes, and yield the (candidate, file) list so far after every part."""
+        size = math.ceil(settings.n / GALLERY_UPDATES)
+        kept: list[tuple[NewCandidate, Path]] = []
+        progress((0, settings.n), desc="drawing", unit="pictures")
+        for start in range(0, settings.n, size):
+            part = replace(settings, n=min(size, settings.n - start), seed=settings.seed + start)
+            for candidate in draw_part(part):
+                png = png_bytes(candidate.image, recipe(candidate.seed))
+                kept.append((NewCandidate(candidate.seed, png), self.store.keep_image(png)))
+            progress((len(kept), settings.n), desc="drawing", unit="pictures")
+            yield kept
+
+    def finished(self, drawn: DrawRef, kept, seed: int):
+        n = len(drawn.candidates)
+        status = (f"Drew {n} candidate{'s' * (n > 1)} (draw #{drawn.draw_id}, turn #{drawn.turn_id}). "
+                  "Pick the best, rank them, or mark all bad; then reflect.")
+        return gallery_of(kept), drawn.draw_id, drawn.turn_id, seed, status, 1
+
+
+def gallery_of(kept: list[tuple[NewCandidate, Path]]) -> list[tuple[str, str]]:
+    return [(str(path), forms.caption(k, c.seed)) for k, (c, path) in enumerate(kept)]
+

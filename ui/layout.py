@@ -1,0 +1,178 @@
+"""The studio page: components and the events that connect them to the handlers.
+
+The five steps of the loop are API endpoints (`think`, `draw`, `prefer`, `reflect`, `redraw`);
+everything else (live plan checks, history, opening a PNG) is private to the page. The steps that
+run the model share one concurrency slot, so one model task runs at a time; on Hugging Face
+Spaces with ZeroGPU they run under `spaces.GPU`.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from reasoner.engine import BUILT_ENGINES, ENGINES
+from reasoner.records import MAX_CANDIDATES, DrawSettings
+
+from .forms import VERDICTS
+from .handlers import Studio
+
+EXAMPLES = [
+    "a red circle left of a blue square",
+    "a blue circle in the top-left corner",
+    "two yellow triangles",
+    "a green square and a yellow triangle",
+    # reasoning: the plan must resolve a reference first (SHAPES.md)
+    "a circle the color of the sky",
+    "as many squares as a triangle has corners",
+    "a shape with no corners colored like a banana",
+    "three circles in a row across the top",
+]
+MODEL = {"concurrency_id": "model", "concurrency_limit": 1}  # one model task at a time
+PAGE_ONLY = {"api_visibility": "private"}
+CSS = ".notice {border-left: 4px solid #e5a50a; padding-left: 12px; background: #fff8e1} #plan-status, #revised-status {min-height: 1.5em}"
+
+
+def on_gpu(fn):
+    """`spaces.GPU(fn)` on Hugging Face Spaces (the `spaces` package is there), `fn` elsewhere."""
+    try:
+        import spaces
+    except ImportError:
+        return fn
+    return spaces.GPU(fn)
+
+
+def engine_choices() -> list[tuple[str, str]]:
+    return [(name if name in BUILT_ENGINES else f"{name} (not built yet)", name) for name in ENGINES]
+
+
+def pick_candidate(event: gr.SelectData):
+    """Clicking a picture makes it the best candidate and the one to reflect on."""
+    return event.index + 1, event.index + 1, "best"
+
+
+def turn_of_row(event: gr.SelectData):
+    return event.row_value[0]
+
+
+def build_page(studio: Studio, notice: str | None, model_info: str) -> gr.Blocks:
+    with gr.Blocks(title="Reasoner Studio", delete_cache=(3600, 24 * 3600)) as demo:
+        gr.Markdown(
+            "# Reasoner Studio\nThe model **thinks** (a plan you can edit), **draws** candidates, you **pick** the best, "
+            "it **reflects** on its picture and **redraws** from a revised plan. Every step and edit is kept as a preference."
+        )
+        if notice:
+            gr.Markdown(notice, elem_id="model-notice", elem_classes="notice")
+        with gr.Tabs(selected="studio") as tabs:
+            with gr.Tab("Studio", id="studio"):
+                ui = studio_tab(model_info, studio.models.default_engine)
+            with gr.Tab("History", id="history") as history_tab:
+                hist = history_tab_contents()
+        connect_loop(studio, ui)
+        connect_history(studio, ui, hist, tabs, history_tab)
+    return demo
+
+
+def studio_tab(model_info: str, engine: str) -> dict:
+    ui = {}
+    with gr.Row():
+        with gr.Column(scale=3):
+            ui["prompt"] = gr.Textbox(label="Prompt", lines=2, placeholder="a circle the color of the sky", elem_id="prompt")
+            gr.Examples(EXAMPLES, inputs=ui["prompt"], label="Examples (the last four need reasoning)")
+            with gr.Row():
+                ui["think"] = gr.Button("Think", variant="primary", elem_id="think")
+                ui["draw"] = gr.Button("Draw", variant="primary", elem_id="draw")
+            ui["plan"] = gr.Textbox(label="Plan (the model's; edit it before drawing)", lines=3, elem_id="plan")
+            ui["plan_status"] = gr.Markdown(elem_id="plan-status")
+            ui["gallery"] = gr.Gallery(label="Candidates (click one to pick it)", columns=4, height="auto",
+                                       object_fit="contain", interactive=False, elem_id="gallery")
+            ui["draw_status"] = gr.Markdown(elem_id="draw-status")
+            with gr.Group():
+                with gr.Row():
+                    ui["verdict"] = gr.Radio(list(VERDICTS), value="best", label="Your verdict", elem_id="verdict")
+                    ui["best"] = gr.Number(1, label="Best candidate", precision=0, minimum=1, elem_id="best")
+                    ui["ranking"] = gr.Textbox(label="Ranking, best first", placeholder="2, 1, 3", elem_id="ranking")
+                ui["prefer"] = gr.Button("Save preference", elem_id="prefer")
+            ui["prefer_status"] = gr.Markdown(elem_id="prefer-status")
+            with gr.Accordion("Reflect and redraw", open=True):
+                with gr.Row():
+                    ui["candidate"] = gr.Number(1, label="Candidate to reflect on", precision=0, minimum=1, elem_id="candidate")
+                    ui["reflect"] = gr.Button("Reflect", elem_id="reflect")
+                ui["reflection"] = gr.Textbox(label="The model's reflection (editable)", lines=2, elem_id="reflection")
+                ui["revised"] = gr.Textbox(label="Revised plan (editable)", lines=2, elem_id="revised")
+                ui["revised_status"] = gr.Markdown(elem_id="revised-status")
+                ui["redraw"] = gr.Button("Redraw from the revised plan", variant="primary", elem_id="redraw")
+        with gr.Column(scale=1):
+            settings_column(ui, model_info, engine)
+    return ui
+
+
+def settings_column(ui: dict, model_info: str, engine: str) -> None:
+    with gr.Accordion("Settings", open=True):
+        with gr.Row():
+            ui["seed"] = gr.Number(0, label="Seed", precision=0, minimum=0, elem_id="seed")
+            ui["random_seed"] = gr.Checkbox(False, label="random", elem_id="random-seed")
+        ui["n"] = gr.Slider(1, MAX_CANDIDATES, value=4, step=1, label="Candidates", elem_id="n")
+        ui["cfg_scale"] = gr.Slider(1, 20, value=DrawSettings.cfg_scale, step=0.5, label="CFG scale")
+        ui["temperature"] = gr.Slider(0, 5, value=DrawSettings.temperature, step=0.05, label="Image temperature")
+        ui["plan_temperature"] = gr.Slider(0, 5, value=DrawSettings.plan_temperature, step=0.05, label="Plan temperature")
+        ui["engine"] = gr.Dropdown(engine_choices(), value=engine, label="Engine")
+    with gr.Accordion("Model", open=True):
+        gr.Markdown(model_info, elem_id="model-info")
+    with gr.Accordion("This turn", open=False):
+        ui["turn_id"] = gr.Number(None, label="Turn", precision=0, interactive=False)
+        ui["draw_id"] = gr.Number(None, label="Draw", precision=0, interactive=False)
+        ui["reflection_id"] = gr.Number(None, label="Reflection", precision=0, interactive=False)
+    ui["recipe_file"] = gr.File(label="Open a studio PNG (its recipe)", file_types=[".png"], type="filepath")
+
+
+def history_tab_contents() -> dict:
+    hist = {}
+    hist["refresh"] = gr.Button("Refresh")
+    hist["table"] = gr.Dataframe(
+        headers=["turn", "when (UTC)", "who", "prompt", "plan", "draws", "verdicts"],
+        interactive=False, wrap=True, elem_id="history",
+    )
+    with gr.Row():
+        hist["turn"] = gr.Number(None, label="Turn to reopen (click a row)", precision=0)
+        hist["reopen"] = gr.Button("Reopen and continue")
+    return hist
+
+
+def connect_loop(studio: Studio, ui: dict) -> None:
+    settings = [ui[k] for k in ("n", "seed", "random_seed", "cfg_scale", "temperature", "plan_temperature", "engine")]
+    drawn = [ui[k] for k in ("gallery", "draw_id", "turn_id", "seed", "draw_status", "best")]
+    ui["think"].click(
+        on_gpu(studio.think), [ui["prompt"], ui["seed"], ui["random_seed"], ui["plan_temperature"], ui["engine"]],
+        [ui["plan"], ui["plan_status"], ui["turn_id"], ui["seed"]], api_name="think", **MODEL,
+    )
+    ui["draw"].click(on_gpu(studio.draw), [ui["prompt"], ui["plan"], ui["turn_id"], *settings], drawn, api_name="draw", **MODEL)
+    ui["prefer"].click(
+        studio.prefer, [ui["draw_id"], ui["verdict"], ui["best"], ui["ranking"]], ui["prefer_status"],
+        api_name="prefer", concurrency_id="store", concurrency_limit=4,
+    )
+    ui["reflect"].click(
+        on_gpu(studio.reflect), [ui["draw_id"], ui["candidate"], ui["plan_temperature"], ui["engine"]],
+        [ui["reflection"], ui["revised"], ui["reflection_id"], ui["revised_status"]], api_name="reflect", **MODEL,
+    )
+    ui["redraw"].click(
+        on_gpu(studio.redraw), [ui["reflection_id"], ui["reflection"], ui["revised"], *settings], drawn,
+        api_name="redraw", **MODEL,
+    )
+    ui["plan"].input(studio.check_plan, ui["plan"], ui["plan_status"], queue=False, show_progress="hidden", trigger_mode="always_last", **PAGE_ONLY)
+    ui["revised"].input(studio.check_plan, ui["revised"], ui["revised_status"], queue=False, show_progress="hidden", trigger_mode="always_last", **PAGE_ONLY)
+    ui["gallery"].select(pick_candidate, None, [ui["best"], ui["candidate"], ui["verdict"]], queue=False, **PAGE_ONLY)
+    ui["recipe_file"].upload(
+        studio.open_recipe, ui["recipe_file"],
+        [ui["prompt"], ui["plan"], ui["seed"], ui["cfg_scale"], ui["temperature"], ui["plan_temperature"], ui["draw_status"]],
+        **PAGE_ONLY,
+    )
+
+
+def connect_history(studio: Studio, ui: dict, hist: dict, tabs: gr.Tabs, history_tab: gr.Tab) -> None:
+    hist["refresh"].click(studio.history, None, hist["table"], concurrency_id="store", **PAGE_ONLY)
+    history_tab.select(studio.history, None, hist["table"], concurrency_id="store", **PAGE_ONLY)
+    hist["table"].select(turn_of_row, None, hist["turn"], queue=False, **PAGE_ONLY)
+    reopened = [ui[k] for k in ("prompt", "plan", "turn_id", "gallery", "draw_id", "reflection", "revised", "reflection_id", "draw_status")]
+    hist["reopen"].click(studio.reopen, hist["turn"], reopened, concurrency_id="store", **PAGE_ONLY).then(
+        lambda: gr.Tabs(selected="studio"), None, tabs, queue=False, **PAGE_ONLY
+    )

@@ -1,0 +1,27 @@
+"""Put the studio together: data directory, store, model, handlers, page."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from reasoner.store import Store
+
+from .config import StudioConfig
+from .handlers import Studio
+from .layout import CSS, build_page
+from .models import Models, choose_model
+from .server import launch, serve_files_from
+
+
+def build_studio(config: StudioConfig) -> tuple[gr.Blocks, Studio]:
+    """The page and its handlers. Raises ReasonerError (one line) when the model or data dir fail."""
+    serve_files_from(config.data_dir)  # before any Blocks exist: Gradio reads its folders then
+    store = Store.open(config.data_dir)
+    choice = choose_model(config.model, config.data_dir)
+    models = Models(choice, config.device, config.engine)
+    studio = Studio(models, store, config)
+    return build_page(studio, choice.notice, models.info_markdown()), studio
+
+
+def serve(demo: gr.Blocks, config: StudioConfig, prevent_thread_lock: bool = False):
+    return launch(demo, config, css=CSS, prevent_thread_lock=prevent_thread_lock)
