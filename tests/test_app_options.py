@@ -45,8 +45,8 @@ def test_environment_and_auth_files(tmp_path, monkeypatch):
 
 
 def test_the_page_while_the_bundled_model_is_missing(tmp_path, monkeypatch):
-    import weights.catalog as catalog
     from ui.studio import build_studio
+    from weights import catalog
 
     monkeypatch.setitem(catalog.CATALOG, "shapes", tmp_path / "not-built-yet")
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))  # restored afterwards

@@ -146,6 +146,10 @@ def test_reflect_and_redraw_refuse_what_does_not_exist(studio):
     _, _, reflection_id, _ = studio.reflect(draw_id, 1, 0, ENGINE, request=None)
     with pytest.raises(gr.Error, match="unknown shape"):
         last(studio.redraw(reflection_id, "text", "red blob @ top-left", **SETTINGS, request=None))
+    for bad_reflection, message in [("  ", "the reflection is empty"), ("x" * 5000, "the limit is 4000")]:
+        with pytest.raises(gr.Error, match=message):
+            last(studio.redraw(reflection_id, bad_reflection, "red circle @ top-left", **SETTINGS, request=None))
+    assert studio.store.counts()["draws"] == 1
 
 
 def test_history_reopen_and_continue(studio):

@@ -7,10 +7,11 @@ import html
 import random
 import re
 
-from reasoner.errors import InvalidSettingError
+from reasoner.errors import InvalidSettingError, PlanError
 from reasoner.records import MAX_CANDIDATES, MAX_SEED, DrawSettings
 from reasoner.store import PreferenceError
 
+MAX_REFLECTION_CHARS = 4000
 VERDICTS = ("best", "ranking", "all bad")  # the choices of the verdict radio, in the API too
 
 
@@ -72,6 +73,16 @@ def parse_verdict(verdict: str, best, ranking: str | None, count: int) -> tuple[
             raise PreferenceError("a ranking names at least two candidates, best first; use 'best' for one")
         return "rank", order
     raise PreferenceError(f"verdict {verdict!r} is not one of {', '.join(VERDICTS)}")
+
+
+def checked_reflection(text: str | None) -> str:
+    """A reflection as a person left it: free text, but not empty and not endless."""
+    text = (text or "").strip()
+    if not text:
+        raise PlanError("the reflection is empty: reflect first, or write what is wrong with the picture")
+    if len(text) > MAX_REFLECTION_CHARS:
+        raise PlanError(f"the reflection is {len(text)} characters long; the limit is {MAX_REFLECTION_CHARS}")
+    return text
 
 
 def verdict_text(kind: str, order: list[int]) -> str:

@@ -142,12 +142,13 @@ class Studio:
         """Draw again from the revised plan (both it and the reflection may have been edited)."""
         with shown_errors():
             info = self.store.reflection_info(required_id(reflection_id, "reflection"))
+            reflection_text = forms.checked_reflection(reflection_text)
             seed = forms.pick_seed(seed, random_seed)
             settings = forms.draw_settings(n, seed, cfg_scale, temperature, plan_temperature)
             pipeline = self.models.pipeline(engine)
             drawn_from = Plan(info.drawn_plan, info.drawn_plan_source or "model") if info.drawn_plan else None
             revised = self.plan_to_draw(pipeline, revised_plan, info.turn_id)
-            reflection = Reflection(reflection_text or "", revised, source="model" if reflection_text == info.text else "person")
+            reflection = Reflection(reflection_text, revised, source="model" if reflection_text == info.text else "person")
             plan_text = revised.text if revised is not None else (drawn_from.text if drawn_from else None)
 
             recipe = self.recipe_maker(info.prompt, plan_text, settings, engine, reflection.text)

@@ -7,7 +7,7 @@ import pytest
 
 from tests.e2e.server import start
 
-QUEUE_SIZE = 8
+QUEUE_SIZE = 4
 MAX_UPLOAD_MB = 1
 USERS = (("ann", "correct-horse"), ("bob", "battery-staple"))
 

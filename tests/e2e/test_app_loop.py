@@ -105,34 +105,34 @@ def test_bad_input_is_a_message_and_the_server_stays_up(live_studio):
 
 
 def test_sigkill_of_the_server_during_preference_writes_keeps_every_acknowledged_one(taught_model_dir, tmp_path):
+    """tests/test_store_crash.py kills a writer running the store code 200 times; here the real server, once."""
     data_dir = tmp_path / "data"
+    server = start(taught_model_dir, data_dir)
+    client = server.client()
+    draw_id = client.predict(PROMPT, "", None, 2, 0, **SETTINGS, api_name="/draw")[1]
     acknowledged: set[int] = set()
-    draw_id = None
-    for round_ in range(2):  # kill, restart on the same data, kill again
-        server = start(taught_model_dir, data_dir)
-        client = server.client()
-        if draw_id is None:
-            draw_id = client.predict(PROMPT, "", None, 2, 0, **SETTINGS, api_name="/draw")[1]
-        stop = threading.Event()
+    stop = threading.Event()
 
-        def prefer_until_stopped(client=client, stop=stop, draw_id=draw_id):
-            while not stop.is_set():
-                try:
-                    saved = client.predict(draw_id, "best", random.choice([1, 2]), "", api_name="/prefer")
-                except Exception:  # noqa: BLE001 - the server is being killed; unanswered calls are not acknowledged
-                    return
-                acknowledged.add(int(re.search(r"#(\d+)", saved)[1]))
+    def prefer_until_stopped():
+        while not stop.is_set():
+            try:
+                saved = client.predict(draw_id, "best", random.choice([1, 2]), "", api_name="/prefer")
+            except Exception:  # noqa: BLE001 - the server is being killed; unanswered calls are not acknowledged
+                return
+            acknowledged.add(int(re.search(r"#(\d+)", saved)[1]))
 
-        writer = threading.Thread(target=prefer_until_stopped)
-        writer.start()
-        while len(acknowledged) < 5 * (round_ + 1):
-            writer.join(0.05)
-            assert writer.is_alive(), server.output()
-        server.kill()  # SIGKILL while the writer is mid-request
-        stop.set()
-        writer.join(60)
-        conn = sqlite3.connect(data_dir / DB_NAME)
+    writer = threading.Thread(target=prefer_until_stopped)
+    writer.start()
+    while len(acknowledged) < 5:
+        writer.join(0.05)
+        assert writer.is_alive(), server.output()
+    server.kill()  # SIGKILL while the writer is mid-request
+    stop.set()
+    writer.join(60)
+    conn = sqlite3.connect(data_dir / DB_NAME)
+    try:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         stored = {row[0] for row in conn.execute("SELECT id FROM preferences")}
+    finally:
         conn.close()
-        assert acknowledged <= stored
+    assert acknowledged <= stored
