@@ -26,7 +26,7 @@ def test_bench_writes_rows_and_a_results_section(tmp_path, capsys):
     text = results_md.read_text()
     assert "kept as it is" in text and f"## Engines side by side: {data['device']}" in text
     assert "| tiny (random weights) | fast | 2 |" in text
-    assert "progress" not in capsys.readouterr().err or True  # progress goes to stderr
+    assert "bench: tiny (random weights) fast batch 2" in capsys.readouterr().err  # progress on stderr
 
     # a second run replaces its own rows and its own section, keeping the rest
     assert main(args + ["--batches", "2"]) == 0

@@ -110,7 +110,7 @@ def weight_bytes_per_step(model) -> int:
 
 def memory_bandwidth(device: str) -> float:
     """Bytes per second of a large device-to-device copy (read + write)."""
-    size = (1 << 30) if device.startswith("cuda") else (1 << 27)
+    size = (1 << 30) if device.startswith("cuda") else (1 << 26)
     source = torch.empty(size // 4, dtype=torch.float32, device=device).fill_(1.0)
     target = torch.empty_like(source)
     for _ in range(2):
