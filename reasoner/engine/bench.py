@@ -73,7 +73,8 @@ def device_name(device: str) -> str:
                 break
     except OSError:
         pass
-    return f"CPU: {cpu}, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"CPU: {cpu}, {threads} thread{'s' if threads != 1 else ''}"
 
 
 # -- models ---------------------------------------------------------------------------------------
@@ -266,7 +267,8 @@ def markdown(device: str, rows: list[dict], command: str) -> str:
         f"`{command}` ({time.strftime('%Y-%m-%d')}, torch {torch.__version__}). Each row draws `batch` images with",
         "classifier-free guidance (2 x batch rows) at temperature 1 from one context; best of the rounds, engines",
         "taking turns. `x hf` is images/s over transformers' `generate` in the same run. The floor is",
-        "weight bytes / measured memory bandwidth for one decode step.",
+        "weight bytes / measured memory bandwidth for one decode step. Peak memory: torch's allocator peak",
+        "on CUDA (plus ONNX Runtime's device memory for onnx), the process's resident memory on a CPU.",
         "",
         "| model | engine | batch | images/s | ms per step | x hf | step / floor | peak memory MB | first plan token ms |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",

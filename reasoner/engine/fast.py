@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -353,6 +354,7 @@ class FastEngine:
         # On a CPU the engine multiplies by fused, transposed copies of the weights (see `Weights`).
         fused_copies = self.device.type == "cpu" if fused_copies is None else fused_copies
         self.weights = Weights(janus, fused_copies, onednn=not self.compile)  # compiled steps take plain tensors
+        self.lock = threading.Lock()  # decoders hold caches: one token loop at a time
         self.decoders: dict[tuple[str, int], FastDecoder] = {}
         self.steps: dict[tuple[str, int], tuple] = {}
         if self.compile:
@@ -400,9 +402,17 @@ class FastEngine:
 
     # -- the two token loops ----------------------------------------------------------------------
 
-    @torch.no_grad()
     def image_tokens(self, context_ids: list[int], seeds: list[int], cfg_scale: float, temperature: float, top_k: int) -> torch.Tensor:
         """(len(seeds), num_image_tokens) image tokens, guided by the prompt-dropped context."""
+        with self.lock, torch.no_grad():
+            return self._image_tokens(context_ids, seeds, cfg_scale, temperature, top_k)
+
+    def text_tokens(self, ids: list[int], pixel_values: torch.Tensor | None, seed: int, temperature: float, max_new_tokens: int, stop_ids: list[int], top_k: int = 0) -> list[int]:
+        """New tokens after `ids`, up to and including the first stop token (at most max_new_tokens)."""
+        with self.lock, torch.no_grad():
+            return self._text_tokens(ids, pixel_values, seed, temperature, max_new_tokens, stop_ids, top_k)
+
+    def _image_tokens(self, context_ids: list[int], seeds: list[int], cfg_scale: float, temperature: float, top_k: int) -> torch.Tensor:
         batch, length, count = len(seeds), len(context_ids), self.num_image_tokens
         # 1. The conditional and the unconditional context, and a decoder for 2B rows
         self.weights.refresh()
@@ -422,9 +432,7 @@ class FastEngine:
             tokens[:, i] = self.decode("image", decoder, tokens[:, i - 1], length + i - 1, sample, top_k)
         return tokens
 
-    @torch.no_grad()
-    def text_tokens(self, ids: list[int], pixel_values: torch.Tensor | None, seed: int, temperature: float, max_new_tokens: int, stop_ids: list[int], top_k: int = 0) -> list[int]:
-        """New tokens after `ids`, up to and including the first stop token (at most max_new_tokens)."""
+    def _text_tokens(self, ids: list[int], pixel_values: torch.Tensor | None, seed: int, temperature: float, max_new_tokens: int, stop_ids: list[int], top_k: int) -> list[int]:
         length = len(ids)
         input_ids = torch.tensor([ids], device=self.device)
         # 1. Embeddings of the context; a reflection's picture goes in at the image-token positions
