@@ -111,7 +111,7 @@ def run_generate(args) -> int:
     prompts = [pipeline.check_prompt(prompt) for prompt in prompts]
     plan = pipeline.check_plan(args.plan) if args.plan is not None else None
     if args.cfg is None:
-        settings = replace(settings, cfg_scale=pipeline.backend.template.default_cfg_scale)
+        settings = replace(settings, cfg_scale=pipeline.info.default_cfg_scale)
     print(f"model: {pipeline.info.summary()}", file=sys.stderr)
 
     # 3. Generate, writing rows to a .partial file renamed only once everything is written.

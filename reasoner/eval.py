@@ -121,7 +121,7 @@ def run_eval(args) -> int:
         raise InvalidSettingError(f"unknown eval modes {unknown}; choose from {', '.join(MODES)}")
     directory, name = resolve_model(args.model)
     backend = JanusBackend.from_pretrained(directory, device=args.device, name=name)
-    cfg = args.cfg if args.cfg is not None else backend.template.default_cfg_scale
+    cfg = args.cfg if args.cfg is not None else backend.info.default_cfg_scale
     settings = EvalSettings(prompts=args.prompts, seed=args.seed, cfg_scale=cfg, temperature=args.temperature)
     results = evaluate(backend, modes, settings)
     print(table(results))

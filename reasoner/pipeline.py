@@ -38,6 +38,14 @@ class ReasonerPipeline:
     def info(self) -> ModelInfo:
         return self.backend.info
 
+    @property
+    def engine(self) -> str:
+        return self.backend.engine
+
+    def use_engine(self, engine: str) -> None:
+        """Run on another engine (hf, fast, onnx) without loading the weights again."""
+        self.backend.use_engine(engine)
+
     # -- input checks -----------------------------------------------------------------------------
 
     def check_prompt(self, prompt: str) -> str:
@@ -100,11 +108,12 @@ class ReasonerPipeline:
         )
         return [Candidate(k, seed, d.image, d.tokens) for k, (seed, d) in enumerate(zip(settings.seeds(), drawn))]
 
-    def reflect(self, prompt: str, plan: Plan | str, image: Image.Image, seed: int = 0, temperature: float = 0.0) -> Reflection:
-        """The model looks at `image`, drawn from `plan`, and says what is wrong with it."""
+    def reflect(self, prompt: str, plan: Plan | str | None, image: Image.Image, seed: int = 0, temperature: float = 0.0) -> Reflection:
+        """The model looks at `image`, drawn from `plan` (None: from the prompt alone), and says what
+        is wrong with it; a revision carries the plan to redraw from."""
         prompt = self.check_prompt(prompt)
         plan = self._plan_to_draw(plan)
-        text = self.backend.write_reflection(prompt, plan.text, image, seed, temperature)
+        text = self.backend.write_reflection(prompt, "" if plan is None else plan.text, image, seed, temperature)
         return Reflection(text, revised_plan_in(text))
 
     def redraw(self, prompt: str, plan: Plan | str, reflection: Reflection, settings: DrawSettings) -> list[Candidate]:
@@ -126,7 +135,7 @@ class ReasonerPipeline:
             return turn
         # 4. Reflect on each candidate; 5. redraw those whose reflection revised the plan
         for candidate in turn.candidates:
-            reflection = self.reflect(turn.prompt, turn.plan or Plan(""), candidate.image, candidate.seed, settings.plan_temperature)
+            reflection = self.reflect(turn.prompt, turn.plan, candidate.image, candidate.seed, settings.plan_temperature)
             turn.reflections.append(reflection)
             refined = None
             if reflection.needs_revision:

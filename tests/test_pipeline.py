@@ -109,6 +109,15 @@ def test_whole_turn_with_reflection(tiny_pipeline):
     assert len(turn.reflections) == 2 and len(turn.refined) == 2
 
 
+def test_direct_turn_reflects_without_a_plan(tiny_pipeline, tiny_backend):
+    """A picture drawn from the prompt alone is reflected on with an empty plan in the context."""
+    turn = tiny_pipeline(PROMPT, DrawSettings(n=1, seed=2), think=False, reflect=True)
+    assert turn.plan is None and len(turn.reflections) == 1
+    image = turn.candidates[0].image
+    expected = tiny_backend.write_reflection(PROMPT, "", image, turn.candidates[0].seed, 0.0)
+    assert turn.reflections[0].text == expected == tiny_pipeline.reflect(PROMPT, None, image, turn.candidates[0].seed).text
+
+
 def test_person_plans_are_validated_model_plans_are_drawn_as_written(tiny_pipeline):
     with pytest.raises(PlanError, match="squre"):
         tiny_pipeline.draw(PROMPT, "blue squre @ top-left", DrawSettings(n=1))

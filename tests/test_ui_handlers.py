@@ -232,9 +232,39 @@ def test_a_read_only_data_dir_is_a_message_and_nothing_is_lost(studio):
 
 
 def test_switching_engines_keeps_one_model_loaded(studio):
+    weights = studio.models.current().backend.model
     plan, *_ = studio.think(PROMPT, 0, False, 0, "fast", request=None)
     assert studio.models.engine == "fast"
     assert studio.think(PROMPT, 0, False, 0, "hf", request=None)[0] == plan  # same plan on the reference engine
     with pytest.raises(gr.Error, match="not one of"):
         studio.think(PROMPT, 0, False, 0, "warp", request=None)
     assert studio.models.engine == "hf" and studio.check_plan("red circle @ top-left").startswith("**Valid plan")
+    assert studio.models.current().backend.model is weights  # switched, not loaded again
+
+
+def test_guidance_starts_at_the_models_own_default(tiny_model_dir, tmp_path):
+    """The CFG slider and an opened recipe without a scale start at reasoner.json's default_cfg_scale."""
+    import json
+
+    from ui.layout import build_page
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    template = json.loads((model_dir / "reasoner.json").read_text())
+    (model_dir / "reasoner.json").write_text(json.dumps({**template, "default_cfg_scale": 2.5}))
+    studio = make_studio(model_dir, tmp_path / "data")
+    components = build_page(studio, None, "model info").config["components"]
+    (slider,) = [c for c in components if c.get("props", {}).get("label") == "CFG scale"]
+    assert slider["props"]["value"] == 2.5
+    png = tmp_path / "no-scale.png"
+    png.write_bytes(png_bytes(Image.new("RGB", (72, 72)), {"prompt": PROMPT, "plan": PLAN, "seed": 1}))
+    assert studio.open_recipe(str(png))[3] == 2.5
+
+
+def test_a_direct_draw_can_be_reflected_on_and_redrawn(studio):
+    """Drawn from the prompt alone (empty plan box): reflect and redraw still work."""
+    _, (_, draw_id, turn_id, *_) = draw(studio, "")
+    reflection, revised, reflection_id, _ = studio.reflect(draw_id, 1, 0, ENGINE, request=None)
+    assert reflection and reflection_id is not None
+    _, (gallery, redraw_id, turn, *_) = last(studio.redraw(reflection_id, reflection, revised, **SETTINGS, request=None))
+    assert turn == turn_id and redraw_id != draw_id and len(gallery) == 2

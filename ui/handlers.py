@@ -128,7 +128,7 @@ class Studio:
             with Image.open(self.store.image_file(chosen.path)) as image:
                 picture = image.convert("RGB")
             pipeline = self.models.pipeline(engine)
-            drawn_from = Plan(draw.plan or "", draw.plan_source or "model")
+            drawn_from = Plan(draw.plan, draw.plan_source or "model") if draw.plan else None  # None: a direct draw
             reflection = pipeline.reflect(draw.prompt, drawn_from, picture, chosen.seed, forms.number(plan_temperature, "plan temperature"))
             revised = reflection.revised_plan.text if reflection.needs_revision else None
             stored = self.store.reflect(self.actor(request, engine), draw.draw_id, index, reflection.text, revised)
@@ -188,7 +188,7 @@ class Studio:
         with shown_errors():
             made = recipe_of_upload(path)
         return (
-            made.get("prompt", ""), made.get("plan") or "", made.get("seed", 0), made.get("cfg_scale", DrawSettings.cfg_scale),
+            made.get("prompt", ""), made.get("plan") or "", made.get("seed", 0), made.get("cfg_scale", self.models.current().info.default_cfg_scale),
             made.get("temperature", DrawSettings.temperature), made.get("plan_temperature", DrawSettings.plan_temperature),
             f"Opened the recipe of a picture by {html.escape(str(made.get('model', 'an unknown model')))}.",
         )

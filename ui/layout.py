@@ -64,7 +64,7 @@ def build_page(studio: Studio, notice: str | None, model_info: str) -> gr.Blocks
             gr.Markdown(notice, elem_id="model-notice", elem_classes="notice")
         with gr.Tabs(selected="studio") as tabs:
             with gr.Tab("Studio", id="studio"):
-                ui = studio_tab(model_info, studio.models.default_engine)
+                ui = studio_tab(model_info, studio.models.default_engine, studio.models.current().info.default_cfg_scale)
             with gr.Tab("History", id="history") as history_tab:
                 hist = history_tab_contents()
         connect_loop(studio, ui)
@@ -72,7 +72,7 @@ def build_page(studio: Studio, notice: str | None, model_info: str) -> gr.Blocks
     return demo
 
 
-def studio_tab(model_info: str, engine: str) -> dict:
+def studio_tab(model_info: str, engine: str, cfg_scale: float) -> dict:
     ui = {}
     with gr.Row():
         with gr.Column(scale=3):
@@ -102,17 +102,18 @@ def studio_tab(model_info: str, engine: str) -> dict:
                 ui["revised_status"] = gr.Markdown(elem_id="revised-status")
                 ui["redraw"] = gr.Button("Redraw from the revised plan", variant="primary", elem_id="redraw")
         with gr.Column(scale=1):
-            settings_column(ui, model_info, engine)
+            settings_column(ui, model_info, engine, cfg_scale)
     return ui
 
 
-def settings_column(ui: dict, model_info: str, engine: str) -> None:
+def settings_column(ui: dict, model_info: str, engine: str, cfg_scale: float) -> None:
+    """Seed, candidates, guidance (starting at the model's own default scale), temperatures, engine."""
     with gr.Accordion("Settings", open=True):
         with gr.Row():
             ui["seed"] = gr.Number(0, label="Seed", precision=0, minimum=0, elem_id="seed")
             ui["random_seed"] = gr.Checkbox(False, label="random", elem_id="random-seed")
         ui["n"] = gr.Slider(1, MAX_CANDIDATES, value=4, step=1, label="Candidates", elem_id="n")
-        ui["cfg_scale"] = gr.Slider(1, 20, value=DrawSettings.cfg_scale, step=0.5, label="CFG scale")
+        ui["cfg_scale"] = gr.Slider(1, 20, value=cfg_scale, step=0.5, label="CFG scale")
         ui["temperature"] = gr.Slider(0, 5, value=DrawSettings.temperature, step=0.05, label="Image temperature")
         ui["plan_temperature"] = gr.Slider(0, 5, value=DrawSettings.plan_temperature, step=0.05, label="Plan temperature")
         ui["engine"] = gr.Dropdown(engine_choices(), value=engine, label="Engine")

@@ -42,38 +42,30 @@ def choose_model(name: str, data_dir: Path) -> ModelChoice:
 
 
 class Models:
-    """The loaded pipeline. Choosing another engine in the settings loads the model for it in place
-    of the current one (never two copies of the weights at once); model tasks run one at a time."""
+    """The loaded pipeline. Choosing another engine in the settings switches the token loops over
+    the same loaded weights (`ReasonerPipeline.use_engine`); model tasks run one at a time."""
 
     def __init__(self, choice: ModelChoice, device: str, engine: str):
         self.choice = choice
         self.device = device
         self.default_engine = engine
-        self.engine = engine
-        self._pipeline: ReasonerPipeline | None = None
         self._lock = threading.Lock()
-        self.pipeline(engine)
+        self._pipeline = ReasonerPipeline.from_pretrained(choice.source, device=device, engine=check_engine(engine))
+
+    @property
+    def engine(self) -> str:
+        return self._pipeline.engine
 
     def pipeline(self, engine: str | None = None) -> ReasonerPipeline:
-        engine = check_engine(engine or self.engine)
+        """The pipeline on `engine` (the current one if None); an engine that fails to start
+        leaves the current one serving."""
         with self._lock:
-            if self._pipeline is None or engine != self.engine:
-                self._pipeline = None  # let the old weights go before the new ones load
-                try:
-                    self._pipeline = self._load(engine)
-                except Exception:
-                    self._pipeline = self._load(self.engine)  # keep serving with the engine that worked
-                    raise
-                self.engine = engine
+            self._pipeline.use_engine(check_engine(engine or self.engine))
             return self._pipeline
-
-    def _load(self, engine: str) -> ReasonerPipeline:
-        return ReasonerPipeline.from_pretrained(self.choice.source, device=self.device, engine=engine)
 
     def current(self) -> ReasonerPipeline:
         """The loaded pipeline, whatever its engine (for checks that run no model)."""
-        with self._lock:
-            return self._pipeline
+        return self._pipeline
 
     def info_markdown(self) -> str:
         info = self.pipeline().info

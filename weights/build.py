@@ -51,6 +51,7 @@ class ShapesRecipe:
     reflect_seconds: float = field(default=0.0, metadata={"help": "if > 0, fit the reflect steps to this many seconds"})
     vq_pictures: int = field(default=50_000, metadata={"help": "random-scene pictures the VQ trains on"})
     pool_size: int = field(default=200_000, metadata={"help": "prompt/plan/picture examples drawn for LM training"})
+    unrelated_share: float = field(default=0.2, metadata={"help": "share of the pool whose plan (a random scene) is drawn under an unrelated prompt, so the picture must follow the plan"})
     draw_steps: int = field(default=6000, metadata={"help": "LM steps on plans and pictures"})
     lm_batch: int = field(default=128, metadata={"help": "sequences per LM step"})
     lm_lr: float = field(default=2e-3, metadata={"help": "LM peak learning rate"})
@@ -68,9 +69,11 @@ class ShapesRecipe:
             raise ValueError(f"device must be cpu or cuda, not {self.device!r}")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device cuda asked for, but torch sees no CUDA device")
+        if not 0 <= self.unrelated_share < 1:
+            raise ValueError(f"unrelated_share must be in [0, 1), not {self.unrelated_share}")
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, (int, float)) and f.name != "seed" and not f.name.endswith("seconds") and value <= 0:
+            if isinstance(value, (int, float)) and f.name != "seed" and not f.name.endswith(("seconds", "share")) and value <= 0:
                 raise ValueError(f"{f.name} must be positive, not {value}")
 
 
@@ -130,7 +133,7 @@ def build_shapes(recipe: ShapesRecipe, work: Path, out: Path) -> None:
     elif start is not None:
         model.load_state_dict(start.state_dict())
     log(f"drawing the example pool: {recipe.pool_size} pictures")
-    pool = DrawPool(make_draw_pool(backend, vq, recipe.pool_size, recipe.seed, recipe.device, recipe.workers), backend, recipe.device)
+    pool = DrawPool(make_draw_pool(backend, vq, recipe.pool_size, recipe.seed, recipe.device, recipe.workers, recipe.unrelated_share), backend, recipe.device)
     draw_batch = draw_batches(pool, recipe.lm_batch, recipe.seed)
     if not (draw_dir / "config.json").is_file():
         log(f"stage 3/4: plans and pictures, {recipe.draw_steps} steps")

@@ -23,6 +23,7 @@ class ModelInfo:
     device: str
     dtype: str
     image_size: int  # side of the square pictures it draws, in pixels
+    default_cfg_scale: float = 5.0  # the guidance scale this model draws best with (its card says why)
 
     def summary(self) -> str:
         return f"{self.name} ({self.kind}, {self.parameters / 1e6:.1f} M parameters, {self.dtype} on {self.device})"
@@ -37,6 +38,10 @@ class DrawnImage:
 class Backend(Protocol):
     info: ModelInfo
     max_prompt_chars: int
+    engine: str  # who runs the token loops (reasoner/engine)
+
+    def use_engine(self, engine: str) -> None:
+        """Run the token loops on `engine` from now on, keeping the loaded weights."""
 
     def write_plan(self, prompt: str, seed: int, temperature: float) -> str:
         """The model's plan for `prompt`: free text, for shapes models ending in `Plan: ...`."""

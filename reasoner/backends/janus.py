@@ -53,6 +53,7 @@ class JanusBackend:
             device=str(self.device),
             dtype=str(model.dtype).removeprefix("torch."),
             image_size=self.image_size,
+            default_cfg_scale=template.default_cfg_scale,
         )
 
     @classmethod
@@ -154,6 +155,19 @@ class JanusBackend:
         return plan, image
 
     # -- the engines' token loops -----------------------------------------------------------------
+
+    def use_engine(self, engine: str) -> None:
+        """Switch engines over the same weights; an engine that cannot be made leaves the old one."""
+        engine = check_engine(engine)
+        if engine == self.engine:
+            return
+        previous = (self.engine, self._runner)
+        self.engine, self._runner = engine, None
+        try:
+            self.runner  # make it now, so a failure is reported here and not mid-draw
+        except Exception:
+            self.engine, self._runner = previous
+            raise
 
     @property
     def runner(self):
