@@ -16,7 +16,8 @@ from PIL import Image
 from .backends.base import Backend, ModelInfo
 from .errors import InvalidPromptError, PlanError
 from .records import MAX_CANDIDATES, Candidate, DrawSettings, Plan, Reflection, Turn
-from .shapes.plan import extract_plan_text
+from .shapes.plan import extract_plan_text, parse_plan, plan_reasoning
+from .shapes.requirements import plan_with_reasoning
 
 MAX_OPEN_PLAN_CHARS = 2000
 
@@ -72,12 +73,23 @@ class ReasonerPipeline:
         if not plan.body:
             raise PlanError("the plan is empty")
         if self.info.world == "shapes":
-            from .shapes import parse_plan
-
             parse_plan(plan.body)
         elif len(plan.text) > MAX_OPEN_PLAN_CHARS:
             raise PlanError(f"the plan is {len(plan.text)} characters long; the limit is {MAX_OPEN_PLAN_CHARS}")
         return plan
+
+    def model_text(self, plan: Plan) -> str:
+        """What the model reads for `plan`. In the shapes world a plan with no reasoning before
+        `Plan:` (a bare list of clauses, as people write them, or a reflection's revision) gets the
+        reasoning it implies, in the form the model writes: it learned to read plans that way and
+        follows a bare list far less well (measured: 0.27 of random plans against 0.8). Anything
+        else, and a model's plan that does not parse, is read as written."""
+        if self.info.world != "shapes" or plan_reasoning(plan.text):
+            return plan.text
+        try:
+            return plan_with_reasoning(parse_plan(plan.body))
+        except PlanError:
+            return plan.text
 
     def _plan_to_draw(self, plan: Plan | str | None) -> Plan | None:
         if plan is None:
@@ -100,7 +112,7 @@ class ReasonerPipeline:
         plan = self._plan_to_draw(plan)
         drawn = self.backend.draw_images(
             prompt,
-            None if plan is None else plan.text,
+            None if plan is None else self.model_text(plan),
             settings.seeds(),
             settings.cfg_scale,
             settings.temperature,
@@ -113,7 +125,7 @@ class ReasonerPipeline:
         is wrong with it; a revision carries the plan to redraw from."""
         prompt = self.check_prompt(prompt)
         plan = self._plan_to_draw(plan)
-        text = self.backend.write_reflection(prompt, "" if plan is None else plan.text, image, seed, temperature)
+        text = self.backend.write_reflection(prompt, "" if plan is None else self.model_text(plan), image, seed, temperature)
         return Reflection(text, revised_plan_in(text))
 
     def redraw(self, prompt: str, plan: Plan | str, reflection: Reflection, settings: DrawSettings) -> list[Candidate]:

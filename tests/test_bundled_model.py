@@ -1,10 +1,13 @@
 """The shipped shapes model loads, writes valid plans, and its pictures satisfy held-out prompts."""
 
+import random
+
 import pytest
 
 from reasoner.batched import draw_pictures, write_plans
 from reasoner.pipeline import ReasonerPipeline
-from reasoner.shapes import make_suite, score_image
+from reasoner.records import DrawSettings
+from reasoner.shapes import detect, format_plan, make_suite, random_scene, score_image
 
 
 @pytest.fixture(scope="module")
@@ -27,3 +30,14 @@ def test_reasoning_is_resolved_in_the_plan(bundled):
     plan = bundled.think("a square the color of the sky")
     assert "blue" in plan.body and "square" in plan.body
     assert bundled.info.world == "shapes" and bundled.backend.template.default_cfg_scale == 1.0
+
+
+def test_a_persons_plan_is_followed_whatever_the_prompt(bundled):
+    """Random valid plans (1-4 objects), typed as bare clauses under unrelated prompts."""
+    rng = random.Random(3)
+    suite = make_suite("dev", 12, seed=5)
+    scenes = [random_scene(rng, 1, 4) for _ in suite]
+    drawn = [bundled.draw(p.prompt, format_plan(scene), DrawSettings(n=1, seed=k, cfg_scale=1.0))[0] for k, (p, scene) in enumerate(zip(suite, scenes))]
+    followed = [detect(c.image).scene == scene for c, scene in zip(drawn, scenes)]
+    # measured 0.98 on 48; read as bare clauses (no reasoning) the same model followed 0.27
+    assert sum(followed) >= 10, followed

@@ -118,6 +118,20 @@ def test_direct_turn_reflects_without_a_plan(tiny_pipeline, tiny_backend):
     assert turn.reflections[0].text == expected == tiny_pipeline.reflect(PROMPT, None, image, turn.candidates[0].seed).text
 
 
+def test_a_bare_plan_is_read_with_the_reasoning_it_implies(tiny_pipeline, tiny_backend):
+    """A person's list of clauses is drawn as the model writes plans; reasoning, when given, is kept."""
+    bare = "red circle @ top-left; blue square @ middle-center"
+    implied = "needed: 1 red circle at top-left and 1 blue square at middle-center, nothing else. Plan: " + bare
+    assert tiny_pipeline.model_text(Plan(bare, "person")) == implied
+    assert tiny_pipeline.model_text(Plan("Plan: " + bare, "model")) == implied  # a reflection's revision
+    reasoned = "the sky is blue; needed: 1 blue circle, nothing else. Plan: red circle @ top-left"
+    assert tiny_pipeline.model_text(Plan(reasoned, "person")) == reasoned
+    assert tiny_pipeline.model_text(Plan("xx yy", "model")) == "xx yy"  # a model's garbage, as written
+    drawn = tiny_pipeline.draw(PROMPT, bare, DrawSettings(n=1, seed=4))[0]
+    direct = tiny_backend.draw_images(PROMPT, implied, [4], DrawSettings.cfg_scale, 1.0, 0)[0]
+    assert torch.equal(drawn.image_tokens, direct.tokens)
+
+
 def test_person_plans_are_validated_model_plans_are_drawn_as_written(tiny_pipeline):
     with pytest.raises(PlanError, match="squre"):
         tiny_pipeline.draw(PROMPT, "blue squre @ top-left", DrawSettings(n=1))

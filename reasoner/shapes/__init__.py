@@ -17,7 +17,7 @@ from reasoner.shapes.prompts import (
     sample_scene_for,
 )
 from reasoner.shapes.render import draw_object, render_plan, render_scene
-from reasoner.shapes.requirements import ObjectGroup, Requirements
+from reasoner.shapes.requirements import ObjectGroup, Requirements, plan_with_reasoning
 from reasoner.shapes.score import ImageScore, accuracy_by_category, score_image, score_scene
 from reasoner.shapes.suites import CATEGORIES, SPLITS, SuitePrompt, make_suite, prompt_split
 
@@ -42,6 +42,7 @@ __all__ = [
     "format_plan",
     "make_suite",
     "parse_plan",
+    "plan_with_reasoning",
     "parse_prompt",
     "prompt_split",
     "random_scene",

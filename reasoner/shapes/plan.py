@@ -114,6 +114,12 @@ def extract_plan_text(text: str) -> str:
     return text.strip()
 
 
+def plan_reasoning(text: str) -> str:
+    """The reasoning before the last `Plan:` marker ("" when there is none or no marker)."""
+    markers = list(_PLAN_MARKER.finditer(text))
+    return text[: markers[-1].start()].strip() if markers else ""
+
+
 def _normalise_clause(clause: str) -> str:
     clause = " ".join(clause.lower().split())
     return re.sub(r" ?- ?", "-", clause)  # `top - left` reads as `top-left`

@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass
 from functools import lru_cache
 
-from reasoner.shapes.plan import Scene, ShapeObject
+from reasoner.shapes.plan import Scene, ShapeObject, format_plan
 from reasoner.shapes.references import Layout
 from reasoner.shapes.world import CELLS, COLORS, SHAPES, cell_name
 
@@ -189,3 +189,11 @@ class _At:
 
     row: int
     col: int
+
+
+def plan_with_reasoning(scene: Scene) -> str:
+    """`scene`'s plan in the form a shapes model writes, its reasoning stated from the plan itself:
+    `needed: 1 red circle at top-left, nothing else. Plan: red circle @ top-left`. This is how a
+    person's bare plan is given to the model, which learned to read plans in this form."""
+    groups = tuple(ObjectGroup(1, obj.color, obj.shape, frozenset({obj.position})) for obj in scene.objects)
+    return f"needed: {Requirements(groups).describe()}. Plan: {format_plan(scene)}"

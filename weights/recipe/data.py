@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from reasoner.backends.janus import JanusBackend
-from reasoner.shapes import Scene, make_suite, random_scene, render_scene, sample_scene_for
+from reasoner.shapes import Scene, make_suite, plan_with_reasoning, random_scene, render_scene, sample_scene_for
 
 from .sequences import IMAGE, TEXT, Batch
 from .texts import plan_text
@@ -71,7 +71,8 @@ def make_draw_pool(backend: JanusBackend, vq, count: int, seed: int, device: str
             direct_ids[prompt] = backend.draw_context_ids(prompt, None)
         pool.append(DrawExample(
             think_length=think_lengths[prompt],
-            draw_ids=backend.draw_context_ids(prompt, plan_text(prompt, scene)),
+            # an unrelated prompt's plan reads as a person's plan is given to the model (pipeline.py)
+            draw_ids=backend.draw_context_ids(prompt, plan_text(prompt, scene) if follows else plan_with_reasoning(scene)),
             direct_ids=direct_ids[prompt],
             image_tokens=image_tokens,
             follows_prompt=follows,
