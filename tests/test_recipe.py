@@ -78,3 +78,27 @@ def test_a_tiny_recipe_run_writes_a_loadable_model(tmp_path):
     more = [a if a != str(tmp_path / "work") else str(tmp_path / "work2") for a in args]
     assert main(more + ["--start-from", str(out), "--out", str(tmp_path / "out2")]) == 0
     assert JanusBackend.from_pretrained(tmp_path / "out2").tokenizer.get_vocab() == backend.tokenizer.get_vocab()
+
+
+def test_hours_share_the_time_among_stages_and_bad_values_are_refused():
+    import pytest
+
+    from weights.build import ShapesRecipe
+
+    recipe = ShapesRecipe(hours=2, draw_seconds=100)
+    assert (recipe.vq_seconds, recipe.draw_seconds, recipe.reflect_seconds) == (1080, 100, 2160)
+    for bad in ({"hours": -1}, {"unrelated_share": 1.0}, {"lm_batch": 0}, {"device": "tpu"}):
+        with pytest.raises(ValueError):
+            ShapesRecipe(**bad)
+
+
+def test_unrelated_prompt_plans_state_the_plans_own_needs(tiny_backend):
+    """In the pool, a plan under an unrelated prompt reads as the pipeline gives a person's plan."""
+    from reasoner.shapes import plan_with_reasoning
+
+    examples = make_draw_pool(tiny_backend, tiny_backend.model.model.vqmodel, count=40, seed=1, device="cpu", workers=1, unrelated_share=0.5)
+    unrelated = [e for e in examples if not e.follows_prompt]
+    assert unrelated and len(unrelated) < len(examples)
+    for e in unrelated:
+        plan = tiny_backend.tokenizer.decode(e.draw_ids[e.think_length : -1]).strip()
+        assert plan.startswith("needed: ") and plan == plan_with_reasoning(parse_plan(plan))

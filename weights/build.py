@@ -49,6 +49,7 @@ class ShapesRecipe:
     vq_seconds: float = field(default=0.0, metadata={"help": "if > 0, fit the VQ steps to this many seconds"})
     draw_seconds: float = field(default=0.0, metadata={"help": "if > 0, fit the draw steps to this many seconds"})
     reflect_seconds: float = field(default=0.0, metadata={"help": "if > 0, fit the reflect steps to this many seconds"})
+    hours: float = field(default=0.0, metadata={"help": "if > 0, share this many hours of training among the VQ, draw and reflect stages (15/55/30 %%) where their own --*-seconds are not set; data preparation comes on top"})
     vq_pictures: int = field(default=50_000, metadata={"help": "random-scene pictures the VQ trains on"})
     pool_size: int = field(default=200_000, metadata={"help": "prompt/plan/picture examples drawn for LM training"})
     unrelated_share: float = field(default=0.2, metadata={"help": "share of the pool whose plan (a random scene) is drawn under an unrelated prompt, so the picture must follow the plan"})
@@ -69,11 +70,16 @@ class ShapesRecipe:
             raise ValueError(f"device must be cpu or cuda, not {self.device!r}")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device cuda asked for, but torch sees no CUDA device")
+        if self.hours < 0:
+            raise ValueError(f"hours must be >= 0, not {self.hours}")
+        for stage, share in (("vq", 0.15), ("draw", 0.55), ("reflect", 0.30)):
+            if self.hours > 0 and getattr(self, f"{stage}_seconds") <= 0:
+                setattr(self, f"{stage}_seconds", self.hours * 3600 * share)
         if not 0 <= self.unrelated_share < 1:
             raise ValueError(f"unrelated_share must be in [0, 1), not {self.unrelated_share}")
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, (int, float)) and f.name != "seed" and not f.name.endswith(("seconds", "share")) and value <= 0:
+            if isinstance(value, (int, float)) and f.name != "seed" and not f.name.endswith(("seconds", "share", "hours")) and value <= 0:
                 raise ValueError(f"{f.name} must be positive, not {value}")
 
 
