@@ -6,7 +6,8 @@ Modes, each on the same dev-split prompts and seeds:
 - reflect: look at each think picture, and redraw where the reflection revises (seed + 16);
 - follow: draw from random valid plans a person might write (1-4 objects), and check the
   picture matches the plan exactly.
-One picture per prompt. A table goes to stdout, the figures to a JSON file.
+One picture per prompt, on the chosen engine (`--engine`). A table goes to stdout, the figures
+(with the model and engine) to a JSON file.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from .backends.janus import JanusBackend
 from .batched import draw_pictures, write_plans, write_reflections
+from .engine import DEFAULT_ENGINE, ENGINES
 from .pipeline import revised_plan_in
 from .records import MAX_CANDIDATES
 from .shapes import CATEGORIES, SuitePrompt, accuracy_by_category, detect, format_plan, make_suite, random_scene, score_image
@@ -45,7 +47,7 @@ def evaluate(backend: JanusBackend, modes: list[str], settings: EvalSettings) ->
     prompts = [p.prompt for p in suite]
     seeds = [settings.seed + i for i in range(len(suite))]
     draw = lambda plans, seeds_: draw_pictures(backend, prompts, plans, seeds_, settings.cfg_scale, settings.temperature, settings.batch_size)  # noqa: E731
-    results: dict = {"settings": settings.__dict__, "model": backend.info.name, "modes": {}}
+    results: dict = {"settings": settings.__dict__, "model": backend.info.name, "engine": backend.engine, "modes": {}}
 
     if "direct" in modes:
         progress(f"direct: {len(prompts)} pictures")
@@ -120,7 +122,7 @@ def run_eval(args) -> int:
 
         raise InvalidSettingError(f"unknown eval modes {unknown}; choose from {', '.join(MODES)}")
     directory, name = resolve_model(args.model)
-    backend = JanusBackend.from_pretrained(directory, device=args.device, name=name)
+    backend = JanusBackend.from_pretrained(directory, device=args.device, name=name, engine=args.engine)
     cfg = args.cfg if args.cfg is not None else backend.info.default_cfg_scale
     settings = EvalSettings(prompts=args.prompts, seed=args.seed, cfg_scale=cfg, temperature=args.temperature)
     results = evaluate(backend, modes, settings)
@@ -141,5 +143,6 @@ def add_eval_command(commands) -> None:
     parser.add_argument("--cfg", type=float, default=None, help="guidance scale; default: the model's own")
     parser.add_argument("--temperature", type=float, default=EvalSettings.temperature)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE, help="decode engine")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/eval-shapes.json"))
     parser.set_defaults(run=run_eval)

@@ -8,6 +8,8 @@ from reasoner.eval import EvalSettings, evaluate, table
 from reasoner.records import DrawSettings, Plan
 
 PROMPTS = ["a red circle", "a blue square", "two circles the color of the sky", "a green triangle"]
+# with its reasoning, so the pipeline draws it as written (a bare plan gets the reasoning it implies)
+PLAN = "needed: 1 red circle at top-left, nothing else. Plan: red circle @ top-left"
 
 
 def test_batched_plans_and_pictures_match_the_pipeline(tiny_pipeline):
@@ -15,9 +17,9 @@ def test_batched_plans_and_pictures_match_the_pipeline(tiny_pipeline):
     seeds = [3, 4, 5, 6]
     plans = write_plans(backend, PROMPTS, seeds, temperature=1.0)
     assert plans == [tiny_pipeline.think(p, seed=s, temperature=1.0).text for p, s in zip(PROMPTS, seeds)]
-    pictures = draw_pictures(backend, PROMPTS, ["red circle @ top-left"] * 4, seeds, cfg_scale=3.0, temperature=1.0)
+    pictures = draw_pictures(backend, PROMPTS, [PLAN] * 4, seeds, cfg_scale=3.0, temperature=1.0)
     for prompt, seed, picture in zip(PROMPTS, seeds, pictures):
-        alone = tiny_pipeline.draw(prompt, "red circle @ top-left", DrawSettings(n=1, seed=seed, cfg_scale=3.0))[0]
+        alone = tiny_pipeline.draw(prompt, PLAN, DrawSettings(n=1, seed=seed, cfg_scale=3.0))[0]
         assert np.array_equal(np.asarray(picture), np.asarray(alone.image))
     reflections = write_reflections(backend, PROMPTS, plans, pictures, seeds, temperature=0.0)
     assert reflections[0] == tiny_pipeline.reflect(PROMPTS[0], Plan(plans[0]), pictures[0], seed=seeds[0]).text

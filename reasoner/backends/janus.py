@@ -3,7 +3,9 @@
 Token loops run on one of three engines (`reasoner/engine`): "hf", the reference, where every
 token comes from transformers' own `generate` with token choice done by `SeededSampler` so that each
 candidate has its own seed; "fast" (static KV cache, compiled decode step; the default) and "onnx"
-(ONNX Runtime), which give the reference's tokens for greedy settings. Any directory in the
+(ONNX Runtime), which give the reference's tokens for greedy settings. Each loop has a batched
+form (`generate_texts`, `generate_image_token_rows`): several contexts of one length, one a row,
+each with its own seed, each row what it gives alone. Any directory in the
 Hugging Face Janus layout loads: the bundled shapes model, Janus-Pro-1B/7B, converted T2I-R1
 checkpoints. Weights are read from safetensors only and no code from the directory is run.
 """
@@ -186,11 +188,19 @@ class JanusBackend:
                 break
         return self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
 
-    @torch.no_grad()  # not inference_mode: its tensors cannot enter training later
     def generate_text(self, ids: list[int], pixel_values: torch.Tensor | None, seed: int, temperature: float, max_new_tokens: int, stop_ids: list[int]) -> str:
+        return self.generate_texts([ids], pixel_values, [seed], temperature, max_new_tokens, stop_ids)[0]
+
+    @torch.no_grad()  # not inference_mode: its tensors cannot enter training later
+    def generate_texts(self, contexts: list[list[int]], pixel_values: torch.Tensor | None, seeds: list[int], temperature: float, max_new_tokens: int, stop_ids: list[int]) -> list[str]:
+        """One text per context (all of one length), row k with seeds[k]; each what it gives alone.
+
+        `pixel_values`: one picture per context (a reflection's), or None.
+        """
         if self.runner is not None:
-            return self.text_from_tokens(self.runner.text_tokens(ids, pixel_values, seed, temperature, max_new_tokens, stop_ids), stop_ids)
-        input_ids = torch.tensor([ids], device=self.device)
+            rows = self.runner.text_tokens(contexts, pixel_values, seeds, temperature, max_new_tokens, stop_ids)
+            return [self.text_from_tokens(tokens, stop_ids) for tokens in rows]
+        input_ids = torch.tensor(contexts, device=self.device)
         config = GenerationConfig(
             bos_token_id=self.bos_id, eos_token_id=stop_ids, pad_token_id=self.pad_id,
             max_new_tokens=max_new_tokens, do_sample=False,  # SeededSampler draws; greedy takes its pick
@@ -203,17 +213,22 @@ class JanusBackend:
             input_ids,
             attention_mask=torch.ones_like(input_ids),
             generation_config=config,
-            logits_processor=LogitsProcessorList([SeededSampler([seed], temperature, device=self.device)]),
+            logits_processor=LogitsProcessorList([SeededSampler(seeds, temperature, device=self.device)]),
             **image_inputs,
         )
-        return self.text_from_tokens(output[0, len(ids):].tolist(), stop_ids)
+        return [self.text_from_tokens(tokens, stop_ids) for tokens in output[:, input_ids.shape[1]:].tolist()]
+
+    def generate_image_tokens(self, context_ids: list[int], seeds: list[int], cfg_scale: float, temperature: float, top_k: int) -> torch.Tensor:
+        """(len(seeds), num_image_tokens) image tokens of one context, guided by the prompt-dropped context."""
+        return self.generate_image_token_rows([context_ids] * len(seeds), seeds, cfg_scale, temperature, top_k)
 
     @torch.no_grad()  # not inference_mode: its tensors cannot enter training later
-    def generate_image_tokens(self, context_ids: list[int], seeds: list[int], cfg_scale: float, temperature: float, top_k: int) -> torch.Tensor:
-        """(len(seeds), num_image_tokens) image tokens, guided by the prompt-dropped context."""
+    def generate_image_token_rows(self, contexts: list[list[int]], seeds: list[int], cfg_scale: float, temperature: float, top_k: int) -> torch.Tensor:
+        """(len(seeds), num_image_tokens) image tokens, row k from contexts[k] (all of one length)
+        with seeds[k], guided by its prompt-dropped context; each row what it gives alone."""
         if self.runner is not None:
-            return self.runner.image_tokens(context_ids, seeds, cfg_scale, temperature, top_k)
-        input_ids = torch.tensor([context_ids] * len(seeds), device=self.device)
+            return self.runner.image_tokens(contexts, seeds, cfg_scale, temperature, top_k)
+        input_ids = torch.tensor(contexts, device=self.device)
         config = GenerationConfig(
             bos_token_id=self.bos_id, eos_token_id=self.eos_id, pad_token_id=self.pad_id,
             generation_kwargs={"boi_token_id": self.boi_id},

@@ -1,23 +1,26 @@
 """The fast engine: Janus's Llama decoder with a static KV cache, in the shape of gpt-fast.
 
     engine = FastEngine(model, SpecialTokens(bos=..., boi=..., pad=...))
-    tokens = engine.image_tokens(context_ids, seeds=[0, 1, 2], cfg_scale=5.0, temperature=1.0, top_k=0)
-    plan = engine.text_tokens(context_ids, None, seed=0, temperature=0.0, max_new_tokens=96, stop_ids=[eos, boi])
+    tokens = engine.image_tokens([context_ids] * 3, seeds=[0, 1, 2], cfg_scale=5.0, temperature=1.0, top_k=0)
+    plans = engine.text_tokens([ids_a, ids_b], None, seeds=[0, 1], temperature=0.0, max_new_tokens=96, stop_ids=[eos, boi])
+
+Row k of a call comes from contexts[k] and seeds[k]; the contexts of one call have one length.
 
 It reads the weights of a loaded `JanusForConditionalGeneration`: the Llama layers, final norm and
 rotary frequencies of `model.model.language_model`, `lm_head` for text, `generation_embeddings` +
 `generation_aligner` (the embedding of a drawn image token) and `generation_head` for image
 tokens, and the vision tower for the picture a reflection looks at. On a GPU it uses them in place;
-on a CPU through packed copies that follow the model's weights (`Weights`). What it does that
-transformers' `generate` does not:
+on a CPU through packed copies that follow the model's weights (`fast_weights.Weights`). What it
+does that transformers' `generate` does not:
 
 1. One KV cache preallocated per row count, (rows, kv_heads, max_len, head_dim) per layer, written
    in place at the step's position (`KVCache`), reused from call to call.
 2. `prefill` runs the context once; the decode-one-token step (`decode_image_token`,
    `decode_text_token`) runs one position from the previous token's embedding to the choice of
    the next token, with no Python in between.
-3. Guidance is one doubled batch, [B conditional rows; B unconditional rows]; the two distinct
-   contexts are prefilled once (2 rows, not 2B) and copied into the cache rows.
+3. Guidance is one doubled batch, [B conditional rows; B unconditional rows]; only the distinct
+   contexts are prefilled (2 rows, not 2B, when the candidates share a prompt; contexts of one
+   length share their unconditional one) and copied into the cache rows.
 4. Sampling on the device (`sampling.py`): each candidate's noise drawn from its own generator
    outside the step, the pick (mix, temperature, top-k, argmax) inside it.
 5. On CUDA, the decode step runs under `torch.compile(mode="reduce-overhead")`: CUDA graphs
@@ -38,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fast_weights import Weights
 from .sampling import RowNoise, guided, pick
 
 BUCKET = 64  # attention reads the cache in steps of this many positions
@@ -75,6 +79,18 @@ def unconditional_ids(context_ids: list[int], special: SpecialTokens) -> list[in
     return [t if t in (special.bos, special.boi) else special.pad for t in context_ids]
 
 
+def guidance_rows(contexts: list[list[int]], special: SpecialTokens) -> list[list[int]]:
+    """[conditional rows; unconditional rows]: each context, then each one's prompt-dropped form."""
+    return contexts + [unconditional_ids(c, special) for c in contexts]
+
+
+def distinct_rows(rows: list[list[int]]) -> tuple[list[list[int]], list[int]]:
+    """The distinct rows in order of first appearance, and where each row is among them."""
+    where: dict[tuple[int, ...], int] = {}
+    index = [where.setdefault(tuple(row), len(where)) for row in rows]
+    return [list(row) for row in where], index
+
+
 # -- the decoder's arithmetic, the same as transformers' Llama, on its modules ---------------------
 
 
@@ -103,128 +119,6 @@ def rope_tables(rotary: nn.Module, length: int, dtype: torch.dtype) -> tuple[tor
     freqs = positions[:, None] * rotary.inv_freq.float()[None, :]  # (length, head_dim / 2)
     angles = torch.cat((freqs, freqs), dim=-1)
     return (angles.cos() * rotary.attention_scaling).to(dtype), (angles.sin() * rotary.attention_scaling).to(dtype)
-
-
-def onednn_linear_available() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-
-
-ONEDNN_MIN_WEIGHTS = 1 << 17  # oneDNN's linear costs ~12 us more a call: worth it from about 256 x 512
-
-
-def pack(weight: torch.Tensor, onednn: bool) -> torch.Tensor:
-    """A copy of an (out, in) weight laid out for `multiply`: oneDNN's packed layout, or (in, out)."""
-    if onednn and weight.numel() >= ONEDNN_MIN_WEIGHTS:
-        return torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), 2)
-    return weight.t().contiguous()
-
-
-def multiply(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """x @ weight.T (+ bias) for a weight made by `pack`."""
-    if packed.layout == torch._mkldnn:
-        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [None], "")
-    y = x @ packed
-    return y if bias is None else y + bias
-
-
-class Weights(nn.Module):
-    """The matrices a decode step multiplies by, read from the transformers modules.
-
-    On a GPU these are the modules' own tensors (no copies; with CUDA graphs, kernel count does not
-    matter). On a CPU a decode step multiplies a few rows by each matrix, which MKL does slowly
-    (and only on one thread) for nn.Linear's layout: there they are copies, q/k/v and gate/up fused
-    into one matrix each, packed for oneDNN's linear (about twice MKL's speed for 2-16 rows, on
-    every thread) when large, else transposed (as also where oneDNN is missing or the step is compiled). `refresh()`
-    copies them again when a weight was changed in place (an optimizer step) or replaced.
-    """
-
-    def __init__(self, janus: nn.Module, fused_copies: bool, onednn: bool = True):
-        super().__init__()
-        self.janus_parts = (janus,)  # a tuple: not registered, so janus's weights are not ours
-        self.fused = fused_copies
-        self.onednn = onednn and onednn_linear_available()
-        self.seen: list[tuple[int, int]] = []
-        if fused_copies:
-            for name, tensor in self.fused_tensors().items():
-                self.register_buffer(name, tensor, persistent=False)
-            self.seen = self.versions()
-
-    @property
-    def janus(self) -> nn.Module:
-        return self.janus_parts[0]
-
-    def linears(self) -> list[nn.Linear]:
-        language_model = self.janus.model.language_model
-        found = [self.janus.lm_head, self.janus.model.generation_head.proj_out, self.janus.model.generation_head.vision_head]
-        found += [self.janus.model.generation_aligner.fc1, *self.janus.model.generation_aligner.hidden_layers]
-        for layer in language_model.layers:
-            attn, block = layer.self_attn, layer.mlp
-            found += [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, block.gate_proj, block.up_proj, block.down_proj]
-        return found
-
-    def versions(self) -> list[tuple[int, int]]:
-        return [(linear.weight.data_ptr(), linear.weight._version) for linear in self.linears()]
-
-    def fused_tensors(self) -> dict[str, torch.Tensor]:
-        t = lambda *linears: pack(torch.cat([linear.weight.detach() for linear in linears]), self.onednn)
-        tensors = {}
-        for i, layer in enumerate(self.janus.model.language_model.layers):
-            attn, block = layer.self_attn, layer.mlp
-            tensors[f"qkv_{i}"] = t(attn.q_proj, attn.k_proj, attn.v_proj)  # (hidden, q + k + v)
-            tensors[f"o_{i}"] = t(attn.o_proj)
-            tensors[f"gate_up_{i}"] = t(block.gate_proj, block.up_proj)  # (hidden, 2 * intermediate)
-            tensors[f"down_{i}"] = t(block.down_proj)
-        aligner, head = self.janus.model.generation_aligner, self.janus.model.generation_head
-        for j, linear in enumerate([aligner.fc1, *aligner.hidden_layers]):
-            tensors[f"aligner_{j}"] = t(linear)
-        tensors["proj_out"], tensors["vision_head"], tensors["lm_head"] = t(head.proj_out), t(head.vision_head), t(self.janus.lm_head)
-        return tensors
-
-    def refresh(self) -> None:
-        if self.fused and self.versions() != self.seen:
-            for name, tensor in self.fused_tensors().items():
-                setattr(self, name, tensor)
-            self.seen = self.versions()
-
-    def linear(self, name: str, linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-        if not self.fused:
-            return linear(x)
-        return multiply(x, getattr(self, name), linear.bias)
-
-    # -- what a step calls ------------------------------------------------------------------------
-
-    def qkv(self, i: int, attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """q, k and v side by side on the last axis: (rows, T, q + k + v)."""
-        if not self.fused:
-            return torch.cat([attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)], dim=-1)
-        bias = None if attn.q_proj.bias is None else torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias])
-        return multiply(x, getattr(self, f"qkv_{i}"), bias)
-
-    def o(self, i: int, attn: nn.Module, y: torch.Tensor) -> torch.Tensor:
-        return self.linear(f"o_{i}", attn.o_proj, y)
-
-    def mlp(self, i: int, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.fused and block.gate_proj.bias is None:
-            gate, up = multiply(x, getattr(self, f"gate_up_{i}"), None).chunk(2, dim=-1)
-        else:
-            gate, up = block.gate_proj(x), block.up_proj(x)
-        return self.linear(f"down_{i}", block.down_proj, block.act_fn(gate) * up)
-
-    def embed_image(self, image_ids: torch.Tensor) -> torch.Tensor:
-        """generation_embeddings + generation_aligner (JanusVQVAEAlignerMLP): (R, 1) -> (R, 1, hidden)."""
-        aligner = self.janus.model.generation_aligner
-        x = self.linear("aligner_0", aligner.fc1, self.janus.model.generation_embeddings(image_ids))
-        for j, linear in enumerate(aligner.hidden_layers, start=1):
-            x = self.linear(f"aligner_{j}", linear, aligner.activation_fn(x))
-        return x
-
-    def image_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The generation head (JanusVQVAEHead): (R, hidden) -> (R, image vocab)."""
-        head = self.janus.model.generation_head
-        return self.linear("vision_head", head.vision_head, head.activation_fn(self.linear("proj_out", head.proj_out, hidden)))
-
-    def text_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.linear("lm_head", self.janus.lm_head, hidden)
 
 
 class KVCache(nn.Module):
@@ -287,22 +181,24 @@ class FastDecoder(nn.Module):
         x = x + self.weights.o(i, layer.self_attn, y.transpose(1, 2).reshape(rows, length, -1))
         return x + self.weights.mlp(i, layer.mlp, rms_norm(x, layer.post_attention_layernorm))
 
-    def prefill(self, x: torch.Tensor, repeats: int = 1) -> torch.Tensor:
-        """Run a context x (r, T, hidden) from position 0; cache rows get each context `repeats` times.
+    def prefill(self, x: torch.Tensor, cache_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Run contexts x (r, T, hidden) from position 0; cache row j gets context cache_rows[j].
 
-        Returns the last position's hidden state (r, hidden), after the final norm.
+        `cache_rows` None: one cache row per context. Returns the last position's hidden state
+        (r, hidden), after the final norm.
         """
         length = x.shape[1]
-        assert x.shape[0] * repeats == self.rows and length <= self.max_len, (x.shape, repeats, self.rows, self.max_len)
+        rows = x.shape[0] if cache_rows is None else cache_rows.shape[0]
+        assert rows == self.rows and length <= self.max_len, (x.shape, rows, self.rows, self.max_len)
         cos, sin = self.rope_cos[:length], self.rope_sin[:length]
         gqa = self.shape.kv_heads != self.shape.heads
         for i, layer, cache in self.blocks():
             q, k, v = self.qkv(i, layer, x, cos, sin)
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=layer.self_attn.scaling, enable_gqa=gqa)
             x = self.finish_block(i, layer, x, y)
-            # [c, u] -> [c, c, ..., u, u, ...]: the [conditional rows; unconditional rows] layout
-            cache.k[:, :, :length] = k.repeat_interleave(repeats, dim=0)
-            cache.v[:, :, :length] = v.repeat_interleave(repeats, dim=0)
+            # e.g. [c, u] -> [c, c, ..., u, u, ...]: the [conditional rows; unconditional rows] layout
+            cache.k[:, :, :length] = k if cache_rows is None else k.index_select(0, cache_rows)
+            cache.v[:, :, :length] = v if cache_rows is None else v.index_select(0, cache_rows)
         return rms_norm(x[:, -1], self.janus.model.language_model.norm)
 
     def forward_one(self, x: torch.Tensor, input_pos: torch.Tensor, kv_positions: torch.Tensor) -> torch.Tensor:
@@ -402,27 +298,32 @@ class FastEngine:
 
     # -- the two token loops ----------------------------------------------------------------------
 
-    def image_tokens(self, context_ids: list[int], seeds: list[int], cfg_scale: float, temperature: float, top_k: int) -> torch.Tensor:
-        """(len(seeds), num_image_tokens) image tokens, guided by the prompt-dropped context."""
+    def image_tokens(self, contexts: list[list[int]], seeds: list[int], cfg_scale: float, temperature: float, top_k: int) -> torch.Tensor:
+        """(len(seeds), num_image_tokens) image tokens: row k from contexts[k] with seeds[k], guided
+        by its prompt-dropped context."""
         with self.lock, torch.no_grad():
-            return self._image_tokens(context_ids, seeds, cfg_scale, temperature, top_k)
+            return self._image_tokens(contexts, seeds, cfg_scale, temperature, top_k)
 
-    def text_tokens(self, ids: list[int], pixel_values: torch.Tensor | None, seed: int, temperature: float, max_new_tokens: int, stop_ids: list[int], top_k: int = 0) -> list[int]:
-        """New tokens after `ids`, up to and including the first stop token (at most max_new_tokens)."""
+    def text_tokens(self, contexts: list[list[int]], pixel_values: torch.Tensor | None, seeds: list[int], temperature: float, max_new_tokens: int, stop_ids: list[int], top_k: int = 0) -> list[list[int]]:
+        """New tokens after each context, up to and including its first stop token (at most
+        max_new_tokens). `pixel_values`: one picture per context, for reflections."""
         with self.lock, torch.no_grad():
-            return self._text_tokens(ids, pixel_values, seed, temperature, max_new_tokens, stop_ids, top_k)
+            return self._text_tokens(contexts, pixel_values, seeds, temperature, max_new_tokens, stop_ids, top_k)
 
-    def _image_tokens(self, context_ids: list[int], seeds: list[int], cfg_scale: float, temperature: float, top_k: int) -> torch.Tensor:
-        batch, length, count = len(seeds), len(context_ids), self.num_image_tokens
-        # 1. The conditional and the unconditional context, and a decoder for 2B rows
+    def _image_tokens(self, contexts: list[list[int]], seeds: list[int], cfg_scale: float, temperature: float, top_k: int) -> torch.Tensor:
+        batch, length, count = len(seeds), len(contexts[0]), self.num_image_tokens
+        assert len(contexts) == batch and all(len(c) == length for c in contexts), "one context of one length per seed"
+        # 1. The distinct conditional and unconditional contexts, and a decoder for 2B rows
         self.weights.refresh()
-        ids = torch.tensor([context_ids, unconditional_ids(context_ids, self.special)], device=self.device)
+        distinct, index = distinct_rows(guidance_rows(contexts, self.special))
+        ids = torch.tensor(distinct, device=self.device)
+        cache_rows = torch.tensor(index, device=self.device)
         decoder = self.decoder("image", 2 * batch, length + count)
         noise = self.set_sampling(decoder, seeds, cfg_scale, temperature)
         sample = noise is not None
-        # 2. Prefill the two contexts once; the first token comes from the last context position
-        hidden = decoder.prefill(self.janus.get_input_embeddings()(ids), repeats=batch)  # (2, hidden)
-        logits = self.weights.image_logits(hidden).repeat_interleave(batch, dim=0)  # (2B, vocab)
+        # 2. Prefill the distinct contexts once; the first token comes from the last context position
+        hidden = decoder.prefill(self.janus.get_input_embeddings()(ids), cache_rows)  # (distinct, hidden)
+        logits = self.weights.image_logits(hidden).index_select(0, cache_rows)  # (2B, vocab)
         tokens = torch.empty(batch, count, dtype=torch.long, device=self.device)
         tokens[:, 0] = pick(guided(logits, cfg_scale), noise.draw() if sample else None, temperature, top_k)
         # 3. Decode the rest, one position a step
@@ -432,26 +333,47 @@ class FastEngine:
             tokens[:, i] = self.decode("image", decoder, tokens[:, i - 1], length + i - 1, sample, top_k)
         return tokens
 
-    def _text_tokens(self, ids: list[int], pixel_values: torch.Tensor | None, seed: int, temperature: float, max_new_tokens: int, stop_ids: list[int], top_k: int) -> list[int]:
-        length = len(ids)
-        input_ids = torch.tensor([ids], device=self.device)
-        # 1. Embeddings of the context; a reflection's picture goes in at the image-token positions
+    def _text_tokens(self, contexts: list[list[int]], pixel_values: torch.Tensor | None, seeds: list[int], temperature: float, max_new_tokens: int, stop_ids: list[int], top_k: int) -> list[list[int]]:
+        rows, length = len(contexts), len(contexts[0])
+        assert len(seeds) == rows and all(len(c) == length for c in contexts), "one context of one length per seed"
+        input_ids = torch.tensor(contexts, device=self.device)
+        # 1. Embeddings of the contexts; a reflection's picture goes in at the image-token positions
         self.weights.refresh()
-        x = self.janus.get_input_embeddings()(input_ids)  # (1, T, hidden)
-        if pixel_values is not None:
+        x = self.janus.get_input_embeddings()(input_ids)  # (rows, T, hidden)
+        if pixel_values is not None:  # row-major: row k's positions take picture k's features
             features = self.janus.model.get_image_features(pixel_values).pooler_output.reshape(-1, x.shape[-1])
             where = (input_ids == self.janus.config.image_token_id)[..., None]
             x = x.masked_scatter(where, features.to(x.dtype))
-        # 2. Prefill, then decode until a stop token
-        decoder = self.decoder("text", 1, length + max_new_tokens)
-        noise = self.set_sampling(decoder, [seed], None, temperature)
+        # 2. Prefill, then decode every row until each has written a stop token
+        decoder = self.decoder("text", rows, length + max_new_tokens)
+        noise = self.set_sampling(decoder, seeds, None, temperature)
         sample = noise is not None
-        logits = self.weights.text_logits(decoder.prefill(x))  # (1, vocab)
-        token = pick(guided(logits, None), noise.draw() if sample else None, temperature, top_k)
-        new_tokens = [int(token)]
-        while len(new_tokens) < max_new_tokens and new_tokens[-1] not in stop_ids:
-            if sample:
-                noise.draw()
-            token = self.decode("text", decoder, token, length + len(new_tokens) - 1, sample, top_k)
-            new_tokens.append(int(token))
-        return new_tokens
+        logits = self.weights.text_logits(decoder.prefill(x))  # (rows, vocab)
+        first = pick(guided(logits, None), noise.draw() if sample else None, temperature, top_k)
+
+        def step(token: torch.Tensor, written: int) -> torch.Tensor:
+            return self.decode("text", decoder, token, length + written - 1, sample, top_k)
+
+        return decode_until_stopped(first, max_new_tokens, stop_ids, step, noise)
+
+
+def decode_until_stopped(first: torch.Tensor, max_new_tokens: int, stop_ids: list[int], step, noise: RowNoise | None) -> list[list[int]]:
+    """Tokens (rows,) a step from `first` until every row has written a stop token, or
+    max_new_tokens; each row cut after its first stop. `step(token, written)` gives the next tokens.
+
+    A row that has stopped goes on decoding (its tokens are dropped), so the batch keeps its shape
+    and each row's noise stream advances as it would alone.
+    """
+    stops = torch.tensor(stop_ids, dtype=torch.long, device=first.device)
+    written = [first]
+    stopped = torch.isin(first, stops)
+    while len(written) < max_new_tokens and not bool(stopped.all()):
+        if noise is not None:
+            noise.draw()
+        written.append(step(written[-1], len(written)))
+        stopped |= torch.isin(written[-1], stops)
+    return [cut_after_stop(row, stop_ids) for row in torch.stack(written, dim=1).tolist()]
+
+
+def cut_after_stop(tokens: list[int], stop_ids: list[int]) -> list[int]:
+    return next((tokens[: k + 1] for k, t in enumerate(tokens) if t in stop_ids), tokens)

@@ -1,7 +1,7 @@
 """The onnx engine: the token loops on ONNX Runtime, over graphs exported by `onnx_export.py`.
 
     engine = OnnxEngine(model, SpecialTokens(...), model_dir=DIR)   # exports on first use, then cached
-    tokens = engine.image_tokens(context_ids, seeds, cfg_scale=5.0, temperature=1.0, top_k=0)
+    tokens = engine.image_tokens([context_ids] * len(seeds), seeds, cfg_scale=5.0, temperature=1.0, top_k=0)
 
 Each step runs three graphs: the embedding of the previous token, the decoder step (its KV cache
 goes in as `past_*` and comes back one position longer as `present_*`, kept as ONNX Runtime values
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .fast import SpecialTokens, unconditional_ids
+from .fast import SpecialTokens, decode_until_stopped, guidance_rows
 from .onnx_export import GRAPHS, ensure_exported, export_dtype
 from .sampling import RowNoise, guided, pick
 
@@ -143,10 +143,12 @@ class OnnxEngine:
     # -- the two token loops ----------------------------------------------------------------------
 
     @torch.no_grad()
-    def image_tokens(self, context_ids: list[int], seeds: list[int], cfg_scale: float, temperature: float, top_k: int) -> torch.Tensor:
+    def image_tokens(self, contexts: list[list[int]], seeds: list[int], cfg_scale: float, temperature: float, top_k: int) -> torch.Tensor:
+        """(len(seeds), num_image_tokens) image tokens: row k from contexts[k] (one length) with seeds[k]."""
         batch, count = len(seeds), self.num_image_tokens
+        assert len(contexts) == batch, "one context per seed"
         # 1. [B conditional rows; B unconditional rows], prefilled together
-        ids = torch.tensor([context_ids] * batch + [unconditional_ids(context_ids, self.special)] * batch, device=self.device)
+        ids = torch.tensor(guidance_rows(contexts, self.special), device=self.device)
         noise = self.noise(seeds, self.image_vocab, temperature)
         hidden, past = self.step(self.embed_text(ids), self.empty_past(2 * batch))
         tokens = torch.empty(batch, count, dtype=torch.long, device=self.device)
@@ -159,22 +161,27 @@ class OnnxEngine:
         return tokens
 
     @torch.no_grad()
-    def text_tokens(self, ids: list[int], pixel_values: torch.Tensor | None, seed: int, temperature: float, max_new_tokens: int, stop_ids: list[int], top_k: int = 0) -> list[int]:
-        input_ids = torch.tensor([ids], device=self.device)
+    def text_tokens(self, contexts: list[list[int]], pixel_values: torch.Tensor | None, seeds: list[int], temperature: float, max_new_tokens: int, stop_ids: list[int], top_k: int = 0) -> list[list[int]]:
+        """New tokens after each context (one length), up to and including its first stop token."""
+        assert len(contexts) == len(seeds), "one context per seed"
+        input_ids = torch.tensor(contexts, device=self.device)
         embeds = self.embed_text(input_ids)
-        if pixel_values is not None:  # the picture a reflection looks at, through torch's vision tower
+        if pixel_values is not None:  # one picture per row, through torch's vision tower
             features = self.janus.model.get_image_features(pixel_values).pooler_output.reshape(-1, self.hidden)
             where = (input_ids == self.janus.config.image_token_id)[..., None]
             embeds = embeds.masked_scatter(where, features.to(self.dtype))
-        noise = self.noise([seed], self.text_vocab, temperature)
-        hidden, past = self.step(embeds, self.empty_past(1))
-        new_tokens: list[int] = []
-        while True:
-            token = pick(guided(self.head("text", hidden), None), noise.draw() if noise else None, temperature, top_k)
-            new_tokens.append(int(token))
-            if len(new_tokens) >= max_new_tokens or new_tokens[-1] in stop_ids:
-                return new_tokens
+        noise = self.noise(seeds, self.text_vocab, temperature)
+        hidden, past = self.step(embeds, self.empty_past(len(contexts)))
+
+        def choose(hidden: torch.Tensor) -> torch.Tensor:
+            return pick(guided(self.head("text", hidden), None), noise.draw() if noise else None, temperature, top_k)
+
+        def step(token: torch.Tensor, written: int) -> torch.Tensor:
+            nonlocal past
             hidden, past = self.step(self.embed_text(token[:, None]), past)
+            return choose(hidden)
+
+        return decode_until_stopped(choose(hidden), max_new_tokens, stop_ids, step, None)  # step draws its own noise
 
     @torch.no_grad()
     def decode_pixels(self, tokens: torch.Tensor) -> torch.Tensor:
