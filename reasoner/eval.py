@@ -22,8 +22,8 @@ from pathlib import Path
 from .backends.janus import JanusBackend
 from .batched import draw_pictures, write_plans, write_reflections
 from .engine import DEFAULT_ENGINE, ENGINES
-from .pipeline import revised_plan_in
-from .records import MAX_CANDIDATES
+from .pipeline import ReasonerPipeline, revised_plan_in
+from .records import MAX_CANDIDATES, Plan
 from .shapes import CATEGORIES, SuitePrompt, accuracy_by_category, detect, format_plan, make_suite, random_scene, score_image
 
 MODES = ("direct", "think", "reflect", "follow")
@@ -47,6 +47,8 @@ def evaluate(backend: JanusBackend, modes: list[str], settings: EvalSettings) ->
     prompts = [p.prompt for p in suite]
     seeds = [settings.seed + i for i in range(len(suite))]
     draw = lambda plans, seeds_: draw_pictures(backend, prompts, plans, seeds_, settings.cfg_scale, settings.temperature, settings.batch_size)  # noqa: E731
+    # the text the model reads for a plan, exactly as the pipeline gives it (a bare plan gets its reasoning)
+    as_read = ReasonerPipeline(backend).model_text
     results: dict = {"settings": settings.__dict__, "model": backend.info.name, "engine": backend.engine, "modes": {}}
 
     if "direct" in modes:
@@ -54,7 +56,7 @@ def evaluate(backend: JanusBackend, modes: list[str], settings: EvalSettings) ->
         results["modes"]["direct"] = accuracy(suite, draw([None] * len(prompts), seeds))
     if "think" in modes or "reflect" in modes:
         progress(f"think: {len(prompts)} plans and pictures")
-        plans = write_plans(backend, prompts, seeds, 0.0, settings.batch_size)
+        plans = [as_read(Plan(text, "model")) for text in write_plans(backend, prompts, seeds, 0.0, settings.batch_size)]
         pictures = draw(plans, seeds)
         results["modes"]["think"] = accuracy(suite, pictures)
         results["examples"] = [{"prompt": p, "plan": plan} for p, plan in list(zip(prompts, plans))[:8]]
@@ -66,7 +68,7 @@ def evaluate(backend: JanusBackend, modes: list[str], settings: EvalSettings) ->
         progress(f"reflect: redrawing {len(redo)} revised pictures")
         final = list(pictures)
         if redo:
-            redrawn = draw_pictures(backend, [prompts[i] for i in redo], [revised[i].text for i in redo], [seeds[i] + MAX_CANDIDATES for i in redo], settings.cfg_scale, settings.temperature, settings.batch_size)
+            redrawn = draw_pictures(backend, [prompts[i] for i in redo], [as_read(revised[i]) for i in redo], [seeds[i] + MAX_CANDIDATES for i in redo], settings.cfg_scale, settings.temperature, settings.batch_size)
             for i, picture in zip(redo, redrawn):
                 final[i] = picture
         before = [score_image(p, s).passed for p, s in zip(pictures, suite)]
@@ -86,7 +88,7 @@ def evaluate(backend: JanusBackend, modes: list[str], settings: EvalSettings) ->
         rng = random.Random(settings.seed + 1)
         scenes = [random_scene(rng, 1, 4) for _ in prompts]
         progress(f"follow: {len(scenes)} pictures from random plans")
-        pictures = draw_pictures(backend, prompts, [format_plan(s) for s in scenes], seeds, settings.cfg_scale, settings.temperature, settings.batch_size)
+        pictures = draw_pictures(backend, prompts, [as_read(Plan(format_plan(s), "person")) for s in scenes], seeds, settings.cfg_scale, settings.temperature, settings.batch_size)
         matches = [detect(p).scene == s for p, s in zip(pictures, scenes)]
         results["modes"]["follow"] = {"overall": sum(matches) / len(matches)}
     return results
