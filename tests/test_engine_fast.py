@@ -139,3 +139,18 @@ def test_the_engines_run_through_the_command_line(tiny_model_dir, tmp_path):
     assert [engine for engine, _ in rows[None]] == ["fast", "fast"]  # fast is the default
     # the same pixels from either engine (the PNGs' recipes name the engine, so not the same bytes)
     assert [image for _, image in rows[None]] == [image for _, image in rows["hf"]]
+
+
+def test_decoders_are_bounded_and_reused(pair):
+    """Many row counts (as batched eval makes) keep at most MAX_DECODERS caches; results do not change."""
+    from reasoner.engine.fast import MAX_DECODERS
+
+    hf, fast = pair
+    context = hf.draw_context_ids(PROMPT, PLAN)
+    first = fast.generate_image_tokens(context, [3], 5.0, 1.0, 0)
+    for rows in range(2, MAX_DECODERS + 3):
+        fast.generate_image_tokens(context, list(range(rows)), 5.0, 1.0, 0)
+    engine = fast.runner
+    assert len(engine.decoders) == len(engine.steps) == MAX_DECODERS
+    assert ("image", 2) not in engine.decoders  # the least recently used went first
+    assert torch.equal(fast.generate_image_tokens(context, [3], 5.0, 1.0, 0), first)

@@ -46,6 +46,7 @@ from .sampling import RowNoise, guided, pick
 
 BUCKET = 64  # attention reads the cache in steps of this many positions
 CACHE_ROUND = 256  # caches are allocated in steps of this many positions, so they are reused
+MAX_DECODERS = 8  # decoders (each with its KV cache) kept, least recently used dropped first
 
 
 @dataclass(frozen=True)
@@ -262,9 +263,8 @@ class FastEngine:
     def decoder(self, kind: str, rows: int, max_len: int) -> FastDecoder:
         """The decoder for `kind` ("image" or "text") and `rows`, with room for `max_len` positions."""
         key = (kind, rows)
-        decoder = self.decoders.get(key)
+        decoder, step = self.decoders.pop(key, None), self.steps.pop(key, None)  # put back last: most recent
         if decoder is None or decoder.max_len < max_len or decoder.rope_cos.device != self.device:
-            self.decoders.pop(key, None)
             vocab, candidates = (self.image_vocab, rows // 2) if kind == "image" else (self.text_vocab, rows)
             decoder = FastDecoder(self.janus, self.weights, rows, round_up(max_len, CACHE_ROUND), vocab, candidates)
             step = decoder.decode_image_token if kind == "image" else decoder.decode_text_token
@@ -273,7 +273,10 @@ class FastEngine:
                 # CUDA graphs on GPU; on a CPU, inductor's fused C++ kernels (there are no graphs to replay)
                 mode = "reduce-overhead" if self.device.type == "cuda" else "default"
                 step = torch.compile(step, mode=mode, fullgraph=True)
-            self.decoders[key], self.steps[key] = decoder, step
+        self.decoders[key], self.steps[key] = decoder, step
+        while len(self.decoders) > MAX_DECODERS:  # batched eval meets many row counts: bound the caches
+            oldest = next(iter(self.decoders))
+            del self.decoders[oldest], self.steps[oldest]
         return decoder
 
     def decode(self, kind: str, decoder: FastDecoder, tokens: torch.Tensor, position: int, sample: bool, top_k: int) -> torch.Tensor:
