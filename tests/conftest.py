@@ -39,3 +39,12 @@ def taught_model_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("taught-janus")
     save_model_dir(directory, model, tokenizer, image_processor, template)
     return directory
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory):
+    """An ONNX export cache of the test module's own: its onnx engines and command-line runs look there."""
+    cache = tmp_path_factory.mktemp("onnx-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REASONER_ONNX_CACHE", str(cache))
+        yield cache

@@ -6,7 +6,6 @@ token, greedy and sampled. Then `python -m reasoner eval --engine` runs and reco
 """
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -21,19 +20,6 @@ from reasoner.engine import ENGINES
 PROMPTS = ["a red circle", "a blue square", "a red square", "a blue circle", "two green squares", "a red circle"]
 SEEDS = [3, 4, 5, 6, 7, 8]
 PLAN = "red circle @ top-left"
-
-
-@pytest.fixture(scope="module")
-def onnx_cache(tmp_path_factory):
-    """An export cache for this module's onnx engine and its command-line run."""
-    cache = tmp_path_factory.mktemp("onnx-cache")
-    before = os.environ.get("REASONER_ONNX_CACHE")
-    os.environ["REASONER_ONNX_CACHE"] = str(cache)
-    yield cache
-    if before is None:
-        os.environ.pop("REASONER_ONNX_CACHE", None)
-    else:
-        os.environ["REASONER_ONNX_CACHE"] = before
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """The ONNX Runtime engine: export (cached by model hash), token parity with the reference, the CLI."""
 
 import json
-import os
 
 import onnx
 import pytest
@@ -15,19 +14,6 @@ from reasoner.engine.onnx_export import GRAPHS, OPSET, model_key
 
 PROMPT = "a circle the color of the sky"
 PLAN = "red circle @ top-left; blue square @ middle-center"
-
-
-@pytest.fixture(scope="module")
-def onnx_cache(tmp_path_factory):
-    """One export cache for this module: the engine and the command line both look here."""
-    cache = tmp_path_factory.mktemp("onnx-cache")
-    before = os.environ.get("REASONER_ONNX_CACHE")
-    os.environ["REASONER_ONNX_CACHE"] = str(cache)
-    yield cache
-    if before is None:
-        os.environ.pop("REASONER_ONNX_CACHE", None)
-    else:
-        os.environ["REASONER_ONNX_CACHE"] = before
 
 
 @pytest.fixture(scope="module")
