@@ -162,6 +162,7 @@ class FastDecoder(nn.Module):
         self.register_buffer("noise", torch.ones(candidates, vocab, device=device), persistent=False)
         self.register_buffer("cfg_scale", torch.ones((), device=device), persistent=False)
         self.register_buffer("temperature", torch.ones((), device=device), persistent=False)
+        self.exact_reads = False  # True: decode steps read the cache exactly up to their position (no mask)
 
     def blocks(self):
         """(index, transformers layer: norms, attention scale, activation; its KV cache) per layer."""
@@ -209,8 +210,9 @@ class FastDecoder(nn.Module):
         """
         length = kv_positions.shape[0]
         cos, sin = self.rope_cos[input_pos], self.rope_sin[input_pos]  # (1, head_dim)
-        # additive mask, made once a step for every layer: 0 up to input_pos, -inf after
-        mask = torch.zeros(1, 1, 1, length, dtype=x.dtype, device=x.device).masked_fill(kv_positions > input_pos, float("-inf"))
+        # additive mask, made once a step for every layer: 0 up to input_pos, -inf after; none when
+        # the positions read end at input_pos (eager steps read exactly that far)
+        mask = None if self.exact_reads else torch.zeros(1, 1, 1, length, dtype=x.dtype, device=x.device).masked_fill(kv_positions > input_pos, float("-inf"))
         gqa = self.shape.kv_heads != self.shape.heads
         for i, layer, cache in self.blocks():
             q, k, v = self.qkv(i, layer, x, cos, sin)
@@ -273,6 +275,7 @@ class FastEngine:
                 # CUDA graphs on GPU; on a CPU, inductor's fused C++ kernels (there are no graphs to replay)
                 mode = "reduce-overhead" if self.device.type == "cuda" else "default"
                 step = torch.compile(step, mode=mode, fullgraph=True)
+        decoder.exact_reads = not self.compile
         self.decoders[key], self.steps[key] = decoder, step
         while len(self.decoders) > MAX_DECODERS:  # batched eval meets many row counts: bound the caches
             oldest = next(iter(self.decoders))
@@ -281,7 +284,8 @@ class FastEngine:
 
     def decode(self, kind: str, decoder: FastDecoder, tokens: torch.Tensor, position: int, sample: bool, top_k: int) -> torch.Tensor:
         """One compiled (or eager) decode step at `position`; returns the next tokens (a fresh tensor)."""
-        length = min(decoder.max_len, round_up(position + 1, BUCKET))
+        # compiled: read up to a bucket's end (one graph a bucket), masked; eager: exactly what exists
+        length = min(decoder.max_len, round_up(position + 1, BUCKET)) if self.compile else position + 1
         kv_positions = decoder.positions[:length]
         if self.compile:
             torch._dynamo.maybe_mark_dynamic(kv_positions, 0)
