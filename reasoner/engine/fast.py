@@ -206,7 +206,8 @@ class FastDecoder(nn.Module):
     def forward_one(self, x: torch.Tensor, input_pos: torch.Tensor, kv_positions: torch.Tensor) -> torch.Tensor:
         """One position for every row: x (rows, 1, hidden) at input_pos (1,) -> hidden (rows, hidden).
 
-        Attention reads cache positions `kv_positions` (0..L-1, L >= input_pos + 1), masked to <= input_pos.
+        Attention reads cache positions `kv_positions` (0..L-1, L >= input_pos + 1), masked to <= input_pos
+        unless `exact_reads` (then L = input_pos + 1 and there is nothing to mask).
         """
         length = kv_positions.shape[0]
         cos, sin = self.rope_cos[input_pos], self.rope_sin[input_pos]  # (1, head_dim)
