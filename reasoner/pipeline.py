@@ -82,7 +82,7 @@ class ReasonerPipeline:
         """What the model reads for `plan`. In the shapes world a plan with no reasoning before
         `Plan:` (a bare list of clauses, as people write them, or a reflection's revision) gets the
         reasoning it implies, in the form the model writes: it learned to read plans that way and
-        follows a bare list far less well (measured: 0.27 of random plans against 0.8). Anything
+        follows a bare list far less well (random plans: 0.27 of 48 bare, 0.92 of 400 so). Anything
         else, and a model's plan that does not parse, is read as written."""
         if self.info.world != "shapes" or plan_reasoning(plan.text):
             return plan.text

@@ -106,18 +106,22 @@ _CLAUSE = re.compile(r"^(?P<color>[^\s@]+) (?P<shape>[^\s@]+) ?@ ?(?P<cell>[^\s@
 _CLAUSE_FORM = "COLOR SHAPE @ ROW-COLUMN"
 
 
+def split_plan_text(text: str) -> tuple[str, str]:
+    """(reasoning, plan) of a model's output: around the last `Plan:` marker, else ("", all of it)."""
+    markers = list(_PLAN_MARKER.finditer(text))
+    if not markers:
+        return "", text.strip()
+    return text[: markers[-1].start()].strip(), text[markers[-1].end():].strip()
+
+
 def extract_plan_text(text: str) -> str:
     """The plan inside a model's output: what follows the last `Plan:` marker, else all of it."""
-    markers = list(_PLAN_MARKER.finditer(text))
-    if markers:
-        text = text[markers[-1].end():]
-    return text.strip()
+    return split_plan_text(text)[1]
 
 
 def plan_reasoning(text: str) -> str:
     """The reasoning before the last `Plan:` marker ("" when there is none or no marker)."""
-    markers = list(_PLAN_MARKER.finditer(text))
-    return text[: markers[-1].start()].strip() if markers else ""
+    return split_plan_text(text)[0]
 
 
 def _normalise_clause(clause: str) -> str:
