@@ -49,6 +49,11 @@ def revised_plan_id(conn: sqlite3.Connection, reflection_id: int) -> int | None:
     return None if row is None else row[0]
 
 
+def plan_text(conn: sqlite3.Connection, plan_id: int | None) -> str | None:
+    """The text of plan `plan_id` (None for None)."""
+    return None if plan_id is None else conn.execute("SELECT text FROM plans WHERE id = ?", (plan_id,)).fetchone()[0]
+
+
 def latest_plan_id(conn: sqlite3.Connection, turn_id: int) -> int | None:
     row = conn.execute("SELECT id FROM plans WHERE turn_id = ? ORDER BY id DESC LIMIT 1", (turn_id,)).fetchone()
     return None if row is None else row[0]
@@ -64,8 +69,7 @@ def reflection_info(conn: sqlite3.Connection, reflection_id: int) -> ReflectionI
     if row is None:
         raise PreferenceError(f"reflection {reflection_id} does not exist")
     turn_id, draw_id, prompt, text = row
-    revised_id = revised_plan_id(conn, reflection_id)
-    revised = None if revised_id is None else conn.execute("SELECT text FROM plans WHERE id = ?", (revised_id,)).fetchone()[0]
+    revised = plan_text(conn, revised_plan_id(conn, reflection_id))
     drawn = draw_info(conn, draw_id)
     return ReflectionInfo(turn_id, reflection_id, draw_id, prompt, text, revised, drawn.plan, drawn.plan_source)
 
@@ -89,8 +93,7 @@ def turn_state(conn: sqlite3.Connection, turn_id: int, who: str | None) -> TurnS
     ).fetchone()
     if row is None or (who is not None and row[1] != who):
         raise PreferenceError(f"turn {turn_id} does not exist")
-    plan_id = latest_plan_id(conn, turn_id)
-    plan = None if plan_id is None else conn.execute("SELECT text FROM plans WHERE id = ?", (plan_id,)).fetchone()[0]
+    plan = plan_text(conn, latest_plan_id(conn, turn_id))
     draw = conn.execute("SELECT id FROM draws WHERE turn_id = ? ORDER BY id DESC LIMIT 1", (turn_id,)).fetchone()
     reflection = conn.execute("SELECT id FROM reflections WHERE turn_id = ? ORDER BY id DESC LIMIT 1", (turn_id,)).fetchone()
     verdicts = [
