@@ -125,6 +125,26 @@ def test_the_engine_follows_weights_changed_in_place(tiny_backend):
     assert torch.equal(after, hf.generate_image_tokens(context, [0], 5.0, 0.0, 0))
 
 
+def test_the_step_compiled_on_a_cpu_gives_the_references_tokens_and_follows_new_weights(tiny_backend):
+    """Inductor's freezing folds what a compiled CPU step reads through the module into constants:
+    the position, noise and sampling settings must stay inputs, and new weights need a new step."""
+    model = copy.deepcopy(tiny_backend.model)
+    hf = engine_backend(tiny_backend, "hf", model)
+    compiled = JanusBackend(model, hf.tokenizer, hf.image_processor, hf.template, name="tiny", engine="fast", fast_compile=True)
+    assert compiled.runner.compile
+    context = hf.draw_context_ids(PROMPT, PLAN)
+    before = compiled.generate_image_tokens(context, [0, 1], 5.0, 0.0, 0)
+    assert torch.equal(before, hf.generate_image_tokens(context, [0, 1], 5.0, 0.0, 0))
+    assert torch.equal(compiled.generate_image_tokens(context, [4, 5], 5.0, 1.0, 0), hf.generate_image_tokens(context, [4, 5], 5.0, 1.0, 0))
+    with torch.no_grad():
+        model.model.generation_head.vision_head.weight.mul_(-1.0)
+        for layer in model.model.language_model.layers:
+            layer.mlp.up_proj.weight.mul_(-3.0)
+    after = compiled.generate_image_tokens(context, [0, 1], 5.0, 0.0, 0)
+    assert not torch.equal(before, after)
+    assert torch.equal(after, hf.generate_image_tokens(context, [0, 1], 5.0, 0.0, 0))
+
+
 def results(out):
     return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
 

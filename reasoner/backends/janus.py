@@ -28,9 +28,10 @@ from .sampling import SeededSampler
 
 
 class JanusBackend:
-    def __init__(self, model: JanusForConditionalGeneration, tokenizer, image_processor, template: JanusTemplate, name: str, engine: str = DEFAULT_ENGINE):
+    def __init__(self, model: JanusForConditionalGeneration, tokenizer, image_processor, template: JanusTemplate, name: str, engine: str = DEFAULT_ENGINE, fast_compile: bool | None = None):
         self.model = model.eval()
         self.engine = check_engine(engine)
+        self.fast_compile = fast_compile  # the fast engine's step compiled or eager; None: its default
         self._runner = None  # the fast or onnx engine, made on first use
         self.model_dir: Path | None = None  # set by from_pretrained; keys the onnx engine's export cache
         self.tokenizer = tokenizer
@@ -178,7 +179,8 @@ class JanusBackend:
             return None
         if self._runner is None:
             special = SpecialTokens(bos=self.bos_id, boi=self.boi_id, pad=self.pad_id)
-            self._runner = make_engine(self.engine, self.model, special, model_dir=self.model_dir)
+            options = {"compile": self.fast_compile} if self.engine == "fast" else {}
+            self._runner = make_engine(self.engine, self.model, special, model_dir=self.model_dir, **options)
         return self._runner
 
     def text_from_tokens(self, new_tokens: list[int], stop_ids: list[int]) -> str:

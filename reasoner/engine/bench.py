@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from . import ENGINES, check_engine
+from . import check_engine
 
 PROMPT = "a red circle left of a blue square"
 PLAN = "red circle @ top-left; blue square @ top-center"
@@ -176,6 +176,15 @@ def time_call(device: str, call) -> float:
     return time.perf_counter() - started
 
 
+# Bench-only names for the fast engine's two step modes ("fast" is the device's default: compiled on
+# CUDA, eager on a CPU, where a first compile takes tens of seconds a row count).
+FAST_MODES = {"fast-eager": False, "fast-compiled": True}
+
+
+def check_bench_engine(name: str) -> str:
+    return name if name in FAST_MODES else check_engine(name)
+
+
 def bench_model(spec: str, engines: list[str], batches: list[int], device: str, repeats: int, cfg: float) -> list[Row]:
     from ..backends.janus import JanusBackend
 
@@ -183,7 +192,8 @@ def bench_model(spec: str, engines: list[str], batches: list[int], device: str, 
     label, model, tokenizer, image_processor, template, model_dir = load_model(spec, device)
     backends = {}
     for engine in engines:
-        backend = JanusBackend(model, tokenizer, image_processor, template, name=label, engine=engine)
+        engine_name, compile = ("fast", FAST_MODES[engine]) if engine in FAST_MODES else (engine, None)
+        backend = JanusBackend(model, tokenizer, image_processor, template, name=label, engine=engine_name, fast_compile=compile)
         backend.model_dir = model_dir
         try:
             runner = backend.runner  # made here: an onnx export, sessions
@@ -321,7 +331,8 @@ def run_bench(args) -> int:
 
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
-    engines = [check_engine(e.strip()) for e in args.engines.split(",") if e.strip()]
+    default_engines = "hf,fast,onnx" if args.device.startswith("cuda") else "hf,fast,fast-compiled,onnx"
+    engines = [check_bench_engine(e.strip()) for e in (args.engines or default_engines).split(",") if e.strip()]
     try:
         batches = [int(b) for b in args.batches.split(",") if b.strip()]
     except ValueError:
@@ -358,7 +369,8 @@ def add_bench_command(commands) -> None:
     bench = commands.add_parser("bench", help="time the engines side by side; write JSON and a RESULTS.md section")
     bench.add_argument("--models", default="shapes", help="comma-separated: shapes, tiny, janus-pro-1b, janus-pro-7b or Janus directories")
     bench.add_argument("--model", dest="models", help="same as --models")
-    bench.add_argument("--engines", default=",".join(ENGINES), help="comma-separated engines (hf,fast,onnx)")
+    bench.add_argument("--engines", default=None, help="comma-separated engines: hf, fast, onnx, and fast-eager / fast-compiled "
+                       "for the fast engine's step either way (default: hf,fast,onnx on CUDA; hf,fast,fast-compiled,onnx on a CPU)")
     bench.add_argument("--batches", default="1,8,16", help="comma-separated numbers of images drawn at once")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     bench.add_argument("--repeats", type=int, default=0, help="timed rounds per engine and batch (default 3 on CPU, 1 on CUDA)")

@@ -27,7 +27,9 @@ does that transformers' `generate` does not:
    replay the whole step. Attention reads the cache up to the position rounded up to `BUCKET`
    (not to the cache's end); that length is marked dynamic, so one compile serves all lengths and
    one CUDA graph is recorded per bucket. Weights are used in their loaded dtype (bf16 on GPU);
-   guidance and sampling run on float32 scores.
+   guidance and sampling run on float32 scores. Elsewhere attention reads the cache exactly up to
+   the position, unmasked. On a CPU compiling is opt-in (`REASONER_FAST_COMPILE=1`; see
+   `compiled_step`): inductor freezes the weights into the step, so new weights drop the step.
 """
 
 from __future__ import annotations
@@ -158,10 +160,12 @@ class FastDecoder(nn.Module):
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         self.register_buffer("positions", torch.arange(max_len, device=device), persistent=False)
-        self.register_buffer("input_pos", torch.zeros(1, dtype=torch.long, device=device), persistent=False)
-        self.register_buffer("noise", torch.ones(candidates, vocab, device=device), persistent=False)
-        self.register_buffer("cfg_scale", torch.ones((), device=device), persistent=False)
-        self.register_buffer("temperature", torch.ones((), device=device), persistent=False)
+        # What a step reads that changes between steps: plain attributes, not buffers, and passed to
+        # the step as arguments (see `decode_image_token`); fixed addresses for CUDA graphs.
+        self.input_pos = torch.zeros(1, dtype=torch.long, device=device)
+        self.noise = torch.ones(candidates, vocab, device=device)
+        self.cfg_scale = torch.ones((), device=device)
+        self.temperature = torch.ones((), device=device)
         self.exact_reads = False  # True: decode steps read the cache exactly up to their position (no mask)
 
     def blocks(self):
@@ -223,16 +227,20 @@ class FastDecoder(nn.Module):
             x = self.finish_block(i, layer, x, y)
         return rms_norm(x[:, -1], self.janus.model.language_model.norm)
 
-    def decode_image_token(self, tokens: torch.Tensor, input_pos: torch.Tensor, kv_positions: torch.Tensor, sample: bool, top_k: int) -> torch.Tensor:
+    # The decode steps take what changes between steps (position, noise, sampling settings) as
+    # arguments, not through `self`: a step compiled on a CPU with inductor's freezing folds every
+    # tensor it reads through `self` into the graph as a constant (the KV caches it writes excepted).
+
+    def decode_image_token(self, tokens: torch.Tensor, input_pos: torch.Tensor, kv_positions: torch.Tensor, noise: torch.Tensor, cfg_scale: torch.Tensor, temperature: torch.Tensor, sample: bool, top_k: int) -> torch.Tensor:
         """The next image token of each candidate (B,), given the previous ones (B,). Rows are 2B."""
         x = self.weights.embed_image(torch.cat([tokens, tokens])[:, None])  # (2B, 1, hidden)
         logits = self.weights.image_logits(self.forward_one(x, input_pos, kv_positions))  # (2B, vocab)
-        return pick(guided(logits, self.cfg_scale), self.noise if sample else None, self.temperature, top_k)
+        return pick(guided(logits, cfg_scale), noise if sample else None, temperature, top_k)
 
-    def decode_text_token(self, tokens: torch.Tensor, input_pos: torch.Tensor, kv_positions: torch.Tensor, sample: bool, top_k: int) -> torch.Tensor:
+    def decode_text_token(self, tokens: torch.Tensor, input_pos: torch.Tensor, kv_positions: torch.Tensor, noise: torch.Tensor, cfg_scale: torch.Tensor, temperature: torch.Tensor, sample: bool, top_k: int) -> torch.Tensor:
         x = self.janus.get_input_embeddings()(tokens[:, None])  # (rows, 1, hidden)
         logits = self.weights.text_logits(self.forward_one(x, input_pos, kv_positions))  # (rows, vocab)
-        return pick(guided(logits, None), self.noise if sample else None, self.temperature, top_k)
+        return pick(guided(logits, None), noise if sample else None, temperature, top_k)
 
 
 class FastEngine:
@@ -247,6 +255,9 @@ class FastEngine:
         if compile is None:  # REASONER_FAST_COMPILE=0/1 overrides: compiled on CUDA, eager on a CPU
             compile = os.environ.get("REASONER_FAST_COMPILE", "1" if self.device.type == "cuda" else "0") == "1"
         self.compile = compile
+        # Attention reads the cache exactly up to the position, unmasked, except under CUDA graphs,
+        # which need a few fixed lengths (one graph each); inductor on a CPU takes the length as dynamic.
+        self.exact_reads = not (compile and self.device.type == "cuda")
         self.progress = progress
         self.num_image_tokens = janus.config.vision_config.num_image_tokens
         self.image_vocab = janus.config.vq_config.num_embeddings
@@ -273,10 +284,8 @@ class FastEngine:
             step = decoder.decode_image_token if kind == "image" else decoder.decode_text_token
             if self.compile:
                 self.log(f"fast engine: compiling the {kind} decode step for {rows} rows (first steps are slow)")
-                # CUDA graphs on GPU; on a CPU, inductor's fused C++ kernels (there are no graphs to replay)
-                mode = "reduce-overhead" if self.device.type == "cuda" else "default"
-                step = torch.compile(step, mode=mode, fullgraph=True)
-        decoder.exact_reads = not self.compile
+                step = compiled_step(step, decoder)
+        decoder.exact_reads = self.exact_reads
         self.decoders[key], self.steps[key] = decoder, step
         while len(self.decoders) > MAX_DECODERS:  # batched eval meets many row counts: bound the caches
             oldest = next(iter(self.decoders))
@@ -285,15 +294,22 @@ class FastEngine:
 
     def decode(self, kind: str, decoder: FastDecoder, tokens: torch.Tensor, position: int, sample: bool, top_k: int) -> torch.Tensor:
         """One compiled (or eager) decode step at `position`; returns the next tokens (a fresh tensor)."""
-        # compiled: read up to a bucket's end (one graph a bucket), masked; eager: exactly what exists
-        length = min(decoder.max_len, round_up(position + 1, BUCKET)) if self.compile else position + 1
+        # CUDA graphs: read up to a bucket's end (one graph a bucket), masked; else exactly what exists
+        length = position + 1 if self.exact_reads else min(decoder.max_len, round_up(position + 1, BUCKET))
         kv_positions = decoder.positions[:length]
         if self.compile:
             torch._dynamo.maybe_mark_dynamic(kv_positions, 0)
             torch.compiler.cudagraph_mark_step_begin()
         decoder.input_pos.fill_(position)  # on the device, queued: no host-to-device copy, no sync
         step = self.steps[(kind, decoder.rows)]
-        return step(tokens, decoder.input_pos, kv_positions, sample, top_k).clone()  # clone: CUDA graph outputs are reused
+        next_tokens = step(tokens, decoder.input_pos, kv_positions, decoder.noise, decoder.cfg_scale, decoder.temperature, sample, top_k)
+        return next_tokens.clone()  # clone: CUDA graph outputs are reused
+
+    def refresh_weights(self) -> None:
+        """Follow the model's weights; a CPU-compiled step holds them as constants, so it is dropped."""
+        if self.weights.refresh() and self.compile and self.device.type == "cpu":
+            self.decoders.clear()
+            self.steps.clear()
 
     def set_sampling(self, decoder: FastDecoder, seeds: list[int], cfg_scale: float | None, temperature: float) -> RowNoise | None:
         decoder.cfg_scale.fill_(1.0 if cfg_scale is None else cfg_scale)
@@ -322,7 +338,7 @@ class FastEngine:
         batch, length, count = len(seeds), len(contexts[0]), self.num_image_tokens
         assert len(contexts) == batch and all(len(c) == length for c in contexts), "one context of one length per seed"
         # 1. The distinct conditional and unconditional contexts, and a decoder for 2B rows
-        self.weights.refresh()
+        self.refresh_weights()
         distinct, index = distinct_rows(guidance_rows(contexts, self.special))
         ids = torch.tensor(distinct, device=self.device)
         cache_rows = torch.tensor(index, device=self.device)
@@ -346,7 +362,7 @@ class FastEngine:
         assert len(seeds) == rows and all(len(c) == length for c in contexts), "one context of one length per seed"
         input_ids = torch.tensor(contexts, device=self.device)
         # 1. Embeddings of the contexts; a reflection's picture goes in at the image-token positions
-        self.weights.refresh()
+        self.refresh_weights()
         x = self.janus.get_input_embeddings()(input_ids)  # (rows, T, hidden)
         if pixel_values is not None:  # row-major: row k's positions take picture k's features
             features = self.janus.model.get_image_features(pixel_values).pooler_output.reshape(-1, x.shape[-1])
@@ -363,6 +379,30 @@ class FastEngine:
             return self.decode("text", decoder, token, length + written - 1, sample, top_k)
 
         return decode_until_stopped(first, max_new_tokens, stop_ids, step, noise)
+
+
+# On a CPU, inductor with freezing: weights become constants, which lets its C++ GEMM template pack
+# them for products of a few rows (the 28 products of a shapes-model step: 0.4 ms against 2.3-2.9 ms
+# for torch's eager kernels, 2 threads). The template only: MKL's packed kernel won autotuning at 16
+# rows, timed with its weights in cache, then took twice as long a step in the loop. Dynamo reads
+# `freezing` when it traces, hence a patch around every call: `torch.compile(options=...)` reaches
+# inductor only, and the step's weights would stay inputs.
+CPU_INDUCTOR = {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP"}
+
+
+def compiled_step(step, decoder: FastDecoder):
+    """`step` compiled: CUDA graphs on a GPU; on a CPU, inductor's C++ kernels (no graphs to replay)."""
+    if decoder.noise.device.type == "cuda":
+        for state in (decoder.input_pos, decoder.noise, decoder.cfg_scale, decoder.temperature):
+            torch._dynamo.mark_static_address(state)  # arguments at fixed addresses: no copy a replay
+        return torch.compile(step, mode="reduce-overhead", fullgraph=True)
+    compiled = torch.compile(step, fullgraph=True)
+
+    def run(*args):
+        with torch._inductor.config.patch(CPU_INDUCTOR):
+            return compiled(*args)
+
+    return run
 
 
 def decode_until_stopped(first: torch.Tensor, max_new_tokens: int, stop_ids: list[int], step, noise: RowNoise | None) -> list[list[int]]:

@@ -81,11 +81,14 @@ class Weights(nn.Module):
         tensors["proj_out"], tensors["vision_head"], tensors["lm_head"] = t(head.proj_out), t(head.vision_head), t(self.janus.lm_head)
         return tensors
 
-    def refresh(self) -> None:
-        if self.fused and self.versions() != self.seen:
-            for name, tensor in self.fused_tensors().items():
-                setattr(self, name, tensor)
-            self.seen = self.versions()
+    def refresh(self) -> bool:
+        """Copy the weights again if the model's changed; True if they had."""
+        if not self.fused or self.versions() == self.seen:
+            return False
+        for name, tensor in self.fused_tensors().items():
+            setattr(self, name, tensor)
+        self.seen = self.versions()
+        return True
 
     def linear(self, name: str, linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
         if not self.fused:
