@@ -102,3 +102,24 @@ def test_unrelated_prompt_plans_state_the_plans_own_needs(tiny_backend):
     for e in unrelated:
         plan = tiny_backend.tokenizer.decode(e.draw_ids[e.think_length : -1]).strip()
         assert plan.startswith("needed: ") and plan == plan_with_reasoning(parse_plan(plan))
+
+
+def test_the_reflection_stage_mixes_drawing_and_gives_vision_its_own_learning_rate(tiny_backend):
+    import copy
+
+    from reasoner.backends.janus import JanusBackend
+    from weights.recipe.lm import train_lm
+    from weights.recipe.reflections import reflect_batches, synthetic_reflections
+
+    model = copy.deepcopy(tiny_backend.model)
+    backend = JanusBackend(model, tiny_backend.tokenizer, tiny_backend.image_processor, tiny_backend.template, name="tiny", engine="hf")
+    vq = model.model.vqmodel
+    pool = DrawPool(make_draw_pool(backend, vq, count=8, seed=0, device="cpu", workers=1), backend, "cpu")
+    reflections = synthetic_reflections(backend, vq, count=6, seed=0, device="cpu")
+    next_batch = reflect_batches(backend, reflections, pool, batch_size=8, seed=0, draw_share=0.75)
+    assert next_batch(0).pixels.shape[0] == 2  # 2 reflections (one picture each), 6 drawing rows
+    vision_before = [p.detach().clone() for p in model.model.vision_model.parameters()]
+    layer_before = model.model.language_model.layers[0].mlp.up_proj.weight.detach().clone()
+    train_lm(model, next_batch, steps=2, lr=1e-3, pad_id=backend.pad_id, device="cpu", desc="reflect", warmup=1, vision_lr_scale=0.0)
+    assert all(torch.equal(a, b) for a, b in zip(vision_before, model.model.vision_model.parameters()))
+    assert not torch.equal(layer_before, model.model.language_model.layers[0].mlp.up_proj.weight)

@@ -60,6 +60,8 @@ class ShapesRecipe:
     synthetic_reflections: int = field(default=12000, metadata={"help": "synthetic right/slipped pictures for reflection"})
     reflect_steps: int = field(default=2000, metadata={"help": "LM steps on reflections mixed with plans and pictures"})
     reflect_lr: float = field(default=1e-3, metadata={"help": "peak learning rate of the reflection stage"})
+    reflect_vision_lr_scale: float = field(default=1.0, metadata={"help": "the vision encoder and its aligner, which only reflection uses, train at reflect_lr times this in the reflection stage (a low reflect_lr then keeps the drawing as it was)"})
+    draw_share: float = field(default=0.5, metadata={"help": "share of each reflection-stage batch given to plans and pictures from the draw pool, so the model keeps them"})
     sample_cfg: float = field(default=3.0, metadata={"help": "guidance scale when the model draws its own pictures"})
     sample_temperature: float = field(default=1.0, metadata={"help": "image temperature when the model draws its own pictures"})
     start_from: str = field(default="", metadata={"help": "a model directory (an earlier run's output) whose tokenizer, VQ and weights the draw stage continues from; lets a run span several short GPU leases"})
@@ -77,6 +79,8 @@ class ShapesRecipe:
                 setattr(self, f"{stage}_seconds", self.hours * 3600 * share)
         if not 0 <= self.unrelated_share < 1:
             raise ValueError(f"unrelated_share must be in [0, 1), not {self.unrelated_share}")
+        if not 0 <= self.draw_share < 1:
+            raise ValueError(f"draw_share must be in [0, 1), not {self.draw_share}")
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, (int, float)) and f.name != "seed" and not f.name.endswith(("seconds", "share", "hours")) and value <= 0:
@@ -157,8 +161,10 @@ def build_shapes(recipe: ShapesRecipe, work: Path, out: Path) -> None:
         log(f"own pictures right: {pass_rate:.3f}; adding {recipe.synthetic_reflections} synthetic ones")
         examples = own + synthetic_reflections(backend, vq, recipe.synthetic_reflections, recipe.seed, recipe.device)
         record("own_pass_rate", round(pass_rate, 4))
-        batches = reflect_batches(backend, examples, pool, recipe.lm_batch, recipe.seed)
-        record("reflect_steps", train_lm(model, batches, recipe.reflect_steps, recipe.reflect_lr, tokenizer.pad_token_id, recipe.device, "reflect", warmup=100, seconds=recipe.reflect_seconds or None))
+        batches = reflect_batches(backend, examples, pool, recipe.lm_batch, recipe.seed, recipe.draw_share)
+        steps = train_lm(model, batches, recipe.reflect_steps, recipe.reflect_lr, tokenizer.pad_token_id, recipe.device, "reflect",
+                         warmup=100, seconds=recipe.reflect_seconds or None, vision_lr_scale=recipe.reflect_vision_lr_scale)
+        record("reflect_steps", steps)
         save_model_dir(reflect_dir, model, tokenizer, image_processor, SHAPES_TEMPLATE)
     else:
         model.load_state_dict(JanusForConditionalGeneration.from_pretrained(reflect_dir).state_dict())

@@ -46,15 +46,22 @@ def train_lm(
     desc: str,
     warmup: int = 200,
     seconds: float | None = None,
+    vision_lr_scale: float = 1.0,
 ) -> int:
     """AdamW with warm-up and cosine decay; the VQ stays frozen (its codes are the vocabulary).
 
     With `seconds`, the step count is fitted to that much wall time from the speed of the first
-    steps (so a run fits a fixed GPU lease); returns the number of steps taken."""
+    steps (so a run fits a fixed GPU lease); returns the number of steps taken. The vision encoder
+    and its aligner (used only to read pictures) train at `vision_lr_scale` x `lr`."""
     model.to(device).train()
     model.model.vqmodel.eval().requires_grad_(False)
+    vision = {id(p) for part in (model.model.vision_model, model.model.aligner) for p in part.parameters()}
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.95), weight_decay=0.05)
+    groups = [
+        {"params": [p for p in parameters if id(p) not in vision], "scale": 1.0},
+        {"params": [p for p in parameters if id(p) in vision], "scale": vision_lr_scale},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), weight_decay=0.05)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
     budget = StepBudget(steps, seconds)
     progress = tqdm(desc=desc, total=steps)
@@ -63,7 +70,7 @@ def train_lm(
         steps = budget.steps
         scale = min(1.0, (step + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / steps)))
         for group in optimizer.param_groups:
-            group["lr"] = lr * scale
+            group["lr"] = lr * scale * group["scale"]
         batch = next_batch(step).to(device)
         with autocast:
             loss, logs = sequence_loss(model, batch, pad_id)

@@ -114,13 +114,15 @@ def synthetic_reflections(backend: JanusBackend, vq, count: int, seed: int, devi
     return examples
 
 
-def reflect_batches(backend: JanusBackend, reflections: list[ReflectExample], pool, batch_size: int, seed: int):
-    """Half reflections, half drawing (from the DrawPool), so the model keeps what it learned first."""
+def reflect_batches(backend: JanusBackend, reflections: list[ReflectExample], pool, batch_size: int, seed: int, draw_share: float = 0.5):
+    """Reflections and, `draw_share` of each batch, drawing (from the DrawPool), so the model keeps
+    what it learned first."""
     generator = torch.Generator(pool.device).manual_seed(seed + 1)
+    reflecting = max(1, round(batch_size * (1 - draw_share)))
 
     def next_batch(step: int) -> Batch:
         rng = random.Random(seed * 7_000_003 + step)
-        chosen = [rng.choice(reflections) for _ in range(batch_size // 2)]
+        chosen = [rng.choice(reflections) for _ in range(reflecting)]
         pixels = pixels_from_images([r.picture for r in chosen])
         sequences = [reflect(backend, r.prompt, r.plan, p, r.reflection) for r, p in zip(chosen, pixels)]
         draws = pool.batch(batch_size - len(sequences), generator)
