@@ -87,7 +87,7 @@ def test_hours_share_the_time_among_stages_and_bad_values_are_refused():
 
     recipe = ShapesRecipe(hours=2, draw_seconds=100)
     assert (recipe.vq_seconds, recipe.draw_seconds, recipe.reflect_seconds) == (1080, 100, 2160)
-    for bad in ({"hours": -1}, {"unrelated_share": 1.0}, {"lm_batch": 0}, {"device": "tpu"}):
+    for bad in ({"hours": -1}, {"unrelated_share": 1.0}, {"draw_share": -0.1}, {"reflect_vision_lr_scale": 0.0}, {"lm_batch": 0}, {"device": "tpu"}):
         with pytest.raises(ValueError):
             ShapesRecipe(**bad)
 

@@ -77,10 +77,9 @@ class ShapesRecipe:
         for stage, share in (("vq", 0.15), ("draw", 0.55), ("reflect", 0.30)):
             if self.hours > 0 and getattr(self, f"{stage}_seconds") <= 0:
                 setattr(self, f"{stage}_seconds", self.hours * 3600 * share)
-        if not 0 <= self.unrelated_share < 1:
-            raise ValueError(f"unrelated_share must be in [0, 1), not {self.unrelated_share}")
-        if not 0 <= self.draw_share < 1:
-            raise ValueError(f"draw_share must be in [0, 1), not {self.draw_share}")
+        for name in ("unrelated_share", "draw_share"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), not {getattr(self, name)}")
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, (int, float)) and f.name != "seed" and not f.name.endswith(("seconds", "share", "hours")) and value <= 0:

@@ -192,8 +192,8 @@ def bench_model(spec: str, engines: list[str], batches: list[int], device: str, 
     label, model, tokenizer, image_processor, template, model_dir = load_model(spec, device)
     backends = {}
     for engine in engines:
-        engine_name, compile = ("fast", FAST_MODES[engine]) if engine in FAST_MODES else (engine, None)
-        backend = JanusBackend(model, tokenizer, image_processor, template, name=label, engine=engine_name, fast_compile=compile)
+        engine_name, fast_compile = ("fast", FAST_MODES[engine]) if engine in FAST_MODES else (engine, None)
+        backend = JanusBackend(model, tokenizer, image_processor, template, name=label, engine=engine_name, fast_compile=fast_compile)
         backend.model_dir = model_dir
         try:
             runner = backend.runner  # made here: an onnx export, sessions

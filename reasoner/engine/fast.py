@@ -144,7 +144,7 @@ class FastDecoder(nn.Module):
     shared by all decoders of an engine.
     """
 
-    def __init__(self, janus: nn.Module, weights: Weights, rows: int, max_len: int, vocab: int, candidates: int):
+    def __init__(self, janus: nn.Module, weights: Weights, rows: int, max_len: int, vocab: int, candidates: int, exact_reads: bool):
         super().__init__()
         self.janus = janus
         self.weights = weights
@@ -166,7 +166,7 @@ class FastDecoder(nn.Module):
         self.noise = torch.ones(candidates, vocab, device=device)
         self.cfg_scale = torch.ones((), device=device)
         self.temperature = torch.ones((), device=device)
-        self.exact_reads = False  # True: decode steps read the cache exactly up to their position (no mask)
+        self.exact_reads = exact_reads  # decode steps read the cache exactly up to their position (no mask)
 
     def blocks(self):
         """(index, transformers layer: norms, attention scale, activation; its KV cache) per layer."""
@@ -280,12 +280,11 @@ class FastEngine:
         decoder, step = self.decoders.pop(key, None), self.steps.pop(key, None)  # put back last: most recent
         if decoder is None or decoder.max_len < max_len or decoder.rope_cos.device != self.device:
             vocab, candidates = (self.image_vocab, rows // 2) if kind == "image" else (self.text_vocab, rows)
-            decoder = FastDecoder(self.janus, self.weights, rows, round_up(max_len, CACHE_ROUND), vocab, candidates)
+            decoder = FastDecoder(self.janus, self.weights, rows, round_up(max_len, CACHE_ROUND), vocab, candidates, self.exact_reads)
             step = decoder.decode_image_token if kind == "image" else decoder.decode_text_token
             if self.compile:
                 self.log(f"fast engine: compiling the {kind} decode step for {rows} rows (first steps are slow)")
                 step = compiled_step(step, decoder)
-        decoder.exact_reads = self.exact_reads
         self.decoders[key], self.steps[key] = decoder, step
         while len(self.decoders) > MAX_DECODERS:  # batched eval meets many row counts: bound the caches
             oldest = next(iter(self.decoders))
