@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from reasoner.backends.janus import JanusBackend
+from reasoner.backends.janus import JanusBackend, picture_inputs
 
 PROMPT = "a circle the color of the sky"
 PLAN = "the sky is blue. Plan: blue circle @ top-left"
@@ -35,7 +35,7 @@ def teach(backend: JanusBackend, steps: int = 200, seed: int = 0) -> None:
         context, answer, pixels = examples[step % len(examples)]
         ids = torch.tensor([context + answer])
         labels = torch.tensor([[-100] * len(context) + answer])
-        extra = {} if pixels is None else {"pixel_values": pixels}
+        extra = {} if pixels is None else {"mm_encoder_outputs": picture_inputs(backend.picture_features(pixels))}
         loss = model(input_ids=ids, labels=labels, **extra).loss
         optimizer.zero_grad()
         loss.backward()

@@ -5,6 +5,7 @@ distribution, per-candidate seeds, and the engine choice through the command lin
 """
 
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -46,12 +47,15 @@ def test_greedy_image_tokens_match_the_reference(pair, cfg_scale):
     assert torch.equal(fast.generate_image_tokens(direct, [7], cfg_scale, 0.0, 0), hf.generate_image_tokens(direct, [7], cfg_scale, 0.0, 0))
 
 
-def test_greedy_plans_and_reflections_match_the_reference(pair):
-    hf, fast = pair
+@pytest.mark.parametrize("reads", ["vision", "image_tokens"])
+def test_greedy_plans_and_reflections_match_the_reference(pair, reads):
+    hf, fast = (copy.copy(backend) for backend in pair)
+    for backend in (hf, fast):
+        backend.template = dataclasses.replace(backend.template, reflect_reads=reads)
     for prompt in (PROMPT, "two green triangles"):
         assert fast.write_plan(prompt, 0, 0.0) == hf.write_plan(prompt, 0, 0.0)
     picture = hf.decode_images(hf.generate_image_tokens(hf.draw_context_ids(PROMPT, PLAN), [3], 5.0, 1.0, 0))[0]
-    # the reflection's prefill carries the picture through the vision tower
+    # the reflection's prefill carries the picture, read through the vision tower or as VQ codes
     assert fast.write_reflection(PROMPT, PLAN, picture, 0, 0.0) == hf.write_reflection(PROMPT, PLAN, picture, 0, 0.0)
 
 

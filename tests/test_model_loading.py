@@ -39,6 +39,13 @@ def break_config(path, **changes):
     (path / "config.json").write_text(json.dumps(config))
 
 
+def break_vision_grid(path, placeholders):
+    config = json.loads((path / "config.json").read_text())
+    break_config(path, vision_config={**config["vision_config"], "num_image_tokens": placeholders})
+    # the shapes template reads pictures as image tokens
+    assert json.loads((path / TEMPLATE_FILE).read_text())["reflect_reads"] == "image_tokens"
+
+
 @pytest.mark.parametrize(
     "damage, message",
     [
@@ -52,6 +59,9 @@ def break_config(path, **changes):
         (lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:5000]), "weights could not be loaded"),
         (lambda d: (d / TEMPLATE_FILE).write_text('{"world": "moon"}'), "world 'moon'"),
         (lambda d: (d / TEMPLATE_FILE).write_text('{"thinking": "x"}'), "unknown keys ['thinking']"),
+        (lambda d: (d / TEMPLATE_FILE).write_text('{"reflect_reads": "clip"}'), "reflect_reads 'clip' is not one of vision, image_tokens"),
+        # a reflection that reads the picture as VQ codes needs one code per image placeholder
+        (lambda d: break_vision_grid(d, 64), "the VQ gives 81, the reflection context has 64"),
     ],
 )
 def test_faults_are_named(model_copy, damage, message):

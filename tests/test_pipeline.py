@@ -1,5 +1,7 @@
 """think -> draw -> reflect -> redraw on a tiny random Janus, through transformers' generate."""
 
+import copy
+import dataclasses
 import io
 
 import pytest
@@ -91,16 +93,50 @@ def test_reflect_then_redraw_from_a_revised_plan(tiny_pipeline):
     assert torch.equal(unchanged[0].image_tokens, candidates[0].image_tokens)
 
 
-def test_reflection_sees_the_image(tiny_backend):
-    """Two different pictures give the model different inputs through the understanding path."""
+def reading_as(backend, reads):
+    """The backend with its reflections reading pictures as `reads` says."""
+    reader = copy.copy(backend)
+    reader.template = dataclasses.replace(backend.template, reflect_reads=reads)
+    return reader
+
+
+@pytest.mark.parametrize("reads", ["vision", "image_tokens"])
+def test_reflection_sees_the_image(tiny_backend, reads):
+    """Two different pictures give the model different inputs, read either way."""
     from PIL import Image
 
+    from reasoner.backends.janus import picture_inputs
+
+    backend = reading_as(tiny_backend, reads)
     black, white = Image.new("RGB", (72, 72)), Image.new("RGB", (72, 72), (255, 255, 255))
-    ids = torch.tensor([tiny_backend.reflect_context_ids(PROMPT, "red circle @ top-left")])
-    assert (ids == tiny_backend.image_token_id).sum().item() == 81
+    ids = torch.tensor([backend.reflect_context_ids(PROMPT, "red circle @ top-left")])
+    assert (ids == backend.image_token_id).sum().item() == 81
     with torch.no_grad():
-        logits = [tiny_backend.model(input_ids=ids, pixel_values=tiny_backend.pixel_values(im)).logits[0, -1] for im in (black, white)]
+        features = [backend.picture_features(backend.pixel_values(im)) for im in (black, white)]
+        logits = [backend.model(input_ids=ids, mm_encoder_outputs=picture_inputs(f)).logits[0, -1] for f in features]
     assert not torch.allclose(logits[0], logits[1])
+
+
+def test_a_picture_read_as_image_tokens_is_seen_as_while_drawing_it(tiny_backend):
+    """With `reflect_reads` image_tokens, the shapes layout puts the picture's codes right after the
+    plan, so the model's states over the picture are those it has while drawing those codes."""
+    from reasoner.backends.janus import image_codes
+
+    backend = reading_as(tiny_backend, "image_tokens")
+    plan = "the sky is blue; needed: 1 blue circle, nothing else. Plan: blue circle @ top-left"
+    tokens = backend.generate_image_tokens(backend.draw_context_ids(PROMPT, plan), [5], 1.0, 1.0, 0)
+    pixels = backend.pixel_values(backend.decode_images(tokens)[0])
+    codes = image_codes(backend.model.model.vqmodel, pixels)
+    model, draw = backend.model, backend.draw_context_ids(PROMPT, plan)
+    reflect = backend.reflect_context_ids(PROMPT, plan)
+    assert reflect[: len(draw)] == draw and reflect[len(draw) : len(draw) + 81] == [backend.image_token_id] * 81
+    with torch.no_grad():
+        embeddings = model.get_input_embeddings()(torch.tensor([reflect]))
+        embeddings[0, len(draw) : len(draw) + 81] = backend.picture_features(pixels)[0]
+        reading = model.model.language_model(inputs_embeds=embeddings).last_hidden_state[0, : len(draw) + 81]
+        drawn = torch.cat([model.get_input_embeddings()(torch.tensor([draw])), model.prepare_embeddings_for_image_generation(codes)], 1)
+        drawing = model.model.language_model(inputs_embeds=drawn).last_hidden_state[0]
+    assert torch.allclose(reading, drawing, atol=1e-5)
 
 
 def test_whole_turn_with_reflection(tiny_pipeline):

@@ -1,5 +1,8 @@
 """The shapes-model recipe: training batches hold exactly the engine's layout; a tiny run works."""
 
+import json
+
+import pytest
 import torch
 
 from weights.recipe.data import DrawPool, make_draw_pool
@@ -46,7 +49,7 @@ def test_think_and_draw_trains_the_plan_and_its_end(tiny_backend):
 
 def test_reflection_texts():
     seen, right = parse_plan("red circle @ top-left"), parse_plan("blue circle @ top-left")
-    assert reflection_text("a blue circle", seen, None) == IMAGE_IS_RIGHT
+    assert reflection_text("a blue circle", right, None) == "I see blue circle @ top-left; " + IMAGE_IS_RIGHT
     assert reflection_text("a blue circle", seen, right) == (
         "I see red circle @ top-left; needed: 1 blue circle, nothing else. Plan: blue circle @ top-left"
     )
@@ -78,6 +81,12 @@ def test_a_tiny_recipe_run_writes_a_loadable_model(tmp_path):
     more = [a if a != str(tmp_path / "work") else str(tmp_path / "work2") for a in args]
     assert main(more + ["--start-from", str(out), "--out", str(tmp_path / "out2")]) == 0
     assert JanusBackend.from_pretrained(tmp_path / "out2").tokenizer.get_vocab() == backend.tokenizer.get_vocab()
+    # a fourth keeps the drawing it starts from (no draw steps) and trains reflection only
+    again = [a if a != str(tmp_path / "work") else str(tmp_path / "work3") for a in args]
+    assert main(again + ["--start-from", str(out), "--draw-steps", "0", "--out", str(tmp_path / "out3")]) == 0
+    kept = JanusBackend.from_pretrained(tmp_path / "work3" / "draw").model.state_dict()
+    assert all(torch.equal(kept[k], v) for k, v in backend.model.state_dict().items())
+    assert "draw_steps" not in json.loads((tmp_path / "work3" / "taken.json").read_text())
 
 
 def test_hours_share_the_time_among_stages_and_bad_values_are_refused():
@@ -87,7 +96,7 @@ def test_hours_share_the_time_among_stages_and_bad_values_are_refused():
 
     recipe = ShapesRecipe(hours=2, draw_seconds=100)
     assert (recipe.vq_seconds, recipe.draw_seconds, recipe.reflect_seconds) == (1080, 100, 2160)
-    for bad in ({"hours": -1}, {"unrelated_share": 1.0}, {"draw_share": -0.1}, {"reflect_vision_lr_scale": 0.0}, {"lm_batch": 0}, {"device": "tpu"}):
+    for bad in ({"hours": -1}, {"unrelated_share": 1.0}, {"draw_share": -0.1}, {"reflect_vision_lr_scale": 0.0}, {"draw_steps": 0}, {"lm_batch": 0}, {"device": "tpu"}):
         with pytest.raises(ValueError):
             ShapesRecipe(**bad)
 
@@ -104,22 +113,37 @@ def test_unrelated_prompt_plans_state_the_plans_own_needs(tiny_backend):
         assert plan.startswith("needed: ") and plan == plan_with_reasoning(parse_plan(plan))
 
 
-def test_the_reflection_stage_mixes_drawing_and_gives_vision_its_own_learning_rate(tiny_backend):
+@pytest.mark.parametrize("reads", ["vision", "image_tokens"])
+def test_the_reflection_stage_mixes_drawing_and_trains_the_path_that_reads_pictures(tiny_backend, reads):
     import copy
+    import dataclasses
 
     from reasoner.backends.janus import JanusBackend
-    from weights.recipe.lm import train_lm
+    from weights.recipe.lm import sequence_loss, train_lm
     from weights.recipe.reflections import reflect_batches, synthetic_reflections
+    from weights.recipe.sequences import Batch
 
     model = copy.deepcopy(tiny_backend.model)
-    backend = JanusBackend(model, tiny_backend.tokenizer, tiny_backend.image_processor, tiny_backend.template, name="tiny", engine="hf")
+    template = dataclasses.replace(tiny_backend.template, reflect_reads=reads)
+    backend = JanusBackend(model, tiny_backend.tokenizer, tiny_backend.image_processor, template, name="tiny", engine="hf")
     vq = model.model.vqmodel
     pool = DrawPool(make_draw_pool(backend, vq, count=8, seed=0, device="cpu", workers=1), backend, "cpu")
     reflections = synthetic_reflections(backend, vq, count=6, seed=0, device="cpu")
     next_batch = reflect_batches(backend, reflections, pool, batch_size=8, seed=0, draw_share=0.75)
-    assert next_batch(0).pixels.shape[0] == 2  # 2 reflections (one picture each), 6 drawing rows
+    batch = next_batch(0)
+    assert batch.pixels.shape[0] == 2  # 2 reflections (one picture each), 6 drawing rows
+    # the reflection rows' loss reaches the path that reads their pictures, and not the other one
+    reflecting = Batch(batch.ids[:2], batch.kinds[:2], batch.train[:2], batch.pixels)
+    sequence_loss(model, reflecting, backend.pad_id, reads)[0].backward()
+    vision_grad = model.model.vision_model.embeddings.patch_embedding.weight.grad
+    codes_grad = model.model.generation_embeddings.weight.grad
+    read, unread = (vision_grad, codes_grad) if reads == "vision" else (codes_grad, vision_grad)
+    assert read is not None and read.abs().sum() > 0
+    assert unread is None or unread.abs().sum() == 0
+    model.zero_grad(set_to_none=True)
+    # the vision tower's own learning rate: at scale 0 it stays as it was while the language model moves
     vision_before = [p.detach().clone() for p in model.model.vision_model.parameters()]
     layer_before = model.model.language_model.layers[0].mlp.up_proj.weight.detach().clone()
-    train_lm(model, next_batch, steps=2, lr=1e-3, pad_id=backend.pad_id, device="cpu", desc="reflect", warmup=1, vision_lr_scale=0.0)
+    train_lm(model, next_batch, steps=2, lr=1e-3, pad_id=backend.pad_id, device="cpu", desc="reflect", warmup=1, vision_lr_scale=0.0, reads=reads)
     assert all(torch.equal(a, b) for a, b in zip(vision_before, model.model.vision_model.parameters()))
     assert not torch.equal(layer_before, model.model.language_model.layers[0].mlp.up_proj.weight)

@@ -53,7 +53,7 @@ class ShapesRecipe:
     vq_pictures: int = field(default=50_000, metadata={"help": "random-scene pictures the VQ trains on"})
     pool_size: int = field(default=200_000, metadata={"help": "prompt/plan/picture examples drawn for LM training"})
     unrelated_share: float = field(default=0.2, metadata={"help": "share of the pool whose plan (a random scene) is drawn under an unrelated prompt, so the picture must follow the plan"})
-    draw_steps: int = field(default=6000, metadata={"help": "LM steps on plans and pictures"})
+    draw_steps: int = field(default=6000, metadata={"help": "LM steps on plans and pictures (0 with --start-from: keep its drawing and train reflection only)"})
     lm_batch: int = field(default=128, metadata={"help": "sequences per LM step"})
     lm_lr: float = field(default=2e-3, metadata={"help": "LM peak learning rate"})
     own_prompts: int = field(default=6000, metadata={"help": "training prompts the model draws for its own reflection data"})
@@ -80,9 +80,12 @@ class ShapesRecipe:
         for name in ("unrelated_share", "draw_share"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), not {getattr(self, name)}")
+        if self.draw_steps == 0 and not self.start_from:
+            raise ValueError("draw_steps 0 keeps the drawing of --start-from, and none is given")
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, (int, float)) and f.name != "seed" and not f.name.endswith(("seconds", "share", "hours")) and value <= 0:
+            may_be_zero = f.name == "seed" or (f.name == "draw_steps" and self.start_from)
+            if isinstance(value, (int, float)) and not may_be_zero and not f.name.endswith(("seconds", "share", "hours")) and value <= 0:
                 raise ValueError(f"{f.name} must be positive, not {value}")
 
 
@@ -144,7 +147,10 @@ def build_shapes(recipe: ShapesRecipe, work: Path, out: Path) -> None:
     log(f"drawing the example pool: {recipe.pool_size} pictures")
     pool = DrawPool(make_draw_pool(backend, vq, recipe.pool_size, recipe.seed, recipe.device, recipe.workers, recipe.unrelated_share), backend, recipe.device)
     draw_batch = draw_batches(pool, recipe.lm_batch, recipe.seed)
-    if not (draw_dir / "config.json").is_file():
+    if not (draw_dir / "config.json").is_file() and recipe.draw_steps == 0:
+        log("stage 3/4: kept as --start-from drew")
+        save_model_dir(draw_dir, model, tokenizer, image_processor, SHAPES_TEMPLATE)
+    elif not (draw_dir / "config.json").is_file():
         log(f"stage 3/4: plans and pictures, {recipe.draw_steps} steps")
         record("draw_steps", train_lm(model, draw_batch, recipe.draw_steps, recipe.lm_lr, tokenizer.pad_token_id, recipe.device, "draw", seconds=recipe.draw_seconds or None))
         save_model_dir(draw_dir, model, tokenizer, image_processor, SHAPES_TEMPLATE)
@@ -162,7 +168,8 @@ def build_shapes(recipe: ShapesRecipe, work: Path, out: Path) -> None:
         record("own_pass_rate", round(pass_rate, 4))
         batches = reflect_batches(backend, examples, pool, recipe.lm_batch, recipe.seed, recipe.draw_share)
         steps = train_lm(model, batches, recipe.reflect_steps, recipe.reflect_lr, tokenizer.pad_token_id, recipe.device, "reflect",
-                         warmup=100, seconds=recipe.reflect_seconds or None, vision_lr_scale=recipe.reflect_vision_lr_scale)
+                         warmup=100, seconds=recipe.reflect_seconds or None, vision_lr_scale=recipe.reflect_vision_lr_scale,
+                         reads=SHAPES_TEMPLATE.reflect_reads)
         record("reflect_steps", steps)
         save_model_dir(reflect_dir, model, tokenizer, image_processor, SHAPES_TEMPLATE)
     else:

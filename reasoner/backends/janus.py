@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 from transformers import AutoTokenizer, GenerationConfig, GenerationMixin, JanusForConditionalGeneration, LogitsProcessorList
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.janus.image_processing_pil_janus import JanusImageProcessorPil
 
 from ..engine import DEFAULT_ENGINE, SpecialTokens, check_engine, make_engine
@@ -47,6 +48,11 @@ class JanusBackend:
         self.image_token_id = model.config.image_token_id
         self.num_image_tokens = model.config.vision_config.num_image_tokens
         vq = model.config.vq_config
+        if template.reflect_reads == "image_tokens" and vq.num_patches**2 != self.num_image_tokens:
+            raise ModelLoadError(
+                f"reflect_reads image_tokens needs one VQ code per image placeholder: the VQ gives "
+                f"{vq.num_patches**2}, the reflection context has {self.num_image_tokens}"
+            )
         self.image_size = vq.num_patches * 2 ** (len(vq.channel_multiplier) - 1)
         self.info = ModelInfo(
             name=name,
@@ -199,16 +205,18 @@ class JanusBackend:
 
         `pixel_values`: one picture per context (a reflection's), or None.
         """
+        features = None if pixel_values is None else self.picture_features(pixel_values)
         if self.runner is not None:
-            rows = self.runner.text_tokens(contexts, pixel_values, seeds, temperature, max_new_tokens, stop_ids)
+            rows = self.runner.text_tokens(contexts, features, seeds, temperature, max_new_tokens, stop_ids)
             return [self.text_from_tokens(tokens, stop_ids) for tokens in rows]
         input_ids = torch.tensor(contexts, device=self.device)
         config = GenerationConfig(
             bos_token_id=self.bos_id, eos_token_id=stop_ids, pad_token_id=self.pad_id,
             max_new_tokens=max_new_tokens, do_sample=False,  # SeededSampler draws; greedy takes its pick
         )
-        # transformers runs the vision encoder whenever the key is present, even for None.
-        image_inputs = {} if pixel_values is None else {"pixel_values": pixel_values}
+        # transformers runs the vision encoder whenever `pixel_values` is present, even for None;
+        # features passed as encoder outputs go in at the image placeholders at prefill only.
+        image_inputs = {} if features is None else {"mm_encoder_outputs": picture_inputs(features)}
         # Janus' own generate drops `logits_processor` in text mode, so call the generic one.
         output = GenerationMixin.generate(
             self.model,
@@ -260,6 +268,33 @@ class JanusBackend:
     def pixel_values(self, image: Image.Image) -> torch.Tensor:
         values = self.image_processor(images=[image.convert("RGB")], return_tensors="pt")["pixel_values"]
         return values.to(self.device, self.model.dtype)
+
+    def picture_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(pictures, num_image_tokens, hidden): what fills a reflection's image placeholders."""
+        return picture_features(self.model, pixel_values, self.template.reflect_reads)
+
+
+def picture_features(model: JanusForConditionalGeneration, pixel_values: torch.Tensor, reads: str) -> torch.Tensor:
+    """(pictures, tokens, hidden) features of pictures in [-1, 1], read as `reads` says
+    (`JanusTemplate.reflect_reads`); the recipe trains through this same function."""
+    if reads == "vision":
+        return model.model.get_image_features(pixel_values).pooler_output
+    codes = image_codes(model.model.vqmodel, pixel_values.to(model.model.vqmodel.dtype))
+    return model.prepare_embeddings_for_image_generation(codes)
+
+
+def image_codes(vq, pixels: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) pictures in [-1, 1] -> (B, tokens) VQ codes: each latent's nearest code by
+    cosine, the rule transformers' decoder inverts (it looks up L2-normalised codes, while
+    `JanusVQVAE.encode` quantizes unnormalised; JANUS_NOTES.md)."""
+    latents = torch.nn.functional.normalize(vq.quant_conv(vq.encoder(pixels)).permute(0, 2, 3, 1), dim=-1)
+    codes = torch.nn.functional.normalize(vq.quantize.embedding.weight, dim=-1)
+    return (latents @ codes.T).argmax(-1).flatten(1)
+
+
+def picture_inputs(features: torch.Tensor) -> dict:
+    """Picture features in the form transformers' Janus forward takes precomputed ones."""
+    return {"image": BaseModelOutputWithPooling(pooler_output=features)}
 
 
 def check_model_dir(directory: Path) -> None:

@@ -3,8 +3,10 @@
 The layout follows T2I-R1: one sequence holds the request, the plan the model wrote (semantic
 chain of thought), then the image tokens (token-level chain of thought). Drawing from a plan is
 therefore the think context, the plan, then begin-of-image; drawing "direct" is the same context
-with begin-of-image right away. Reflection shows the model its own picture through the
-understanding path and asks what is wrong.
+with begin-of-image right away. Reflection shows the model its own picture and asks what is
+wrong; the picture is read either through the understanding encoder (Janus-Pro, as trained) or,
+for a model trained to, as the image tokens the VQ encodes it to, through the embedding the model
+draws with (`reflect_reads`).
 
 A model directory may carry its own layout in `reasoner.json`; Janus-Pro and T2I-R1 checkpoints,
 which have none, get `JANUS_PRO_TEMPLATE`. The finetune trainer builds its sequences from the same
@@ -21,6 +23,7 @@ from ..errors import ModelLoadError
 
 TEMPLATE_FILE = "reasoner.json"
 WORLDS = ("open", "shapes")
+PICTURE_READERS = ("vision", "image_tokens")
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,10 @@ class JanusTemplate:
     """Context for drawing without a plan; begin-of-image follows it."""
     reflect: str = "<|User|>: {image}\n{prompt}\n{plan}\n\n<|Assistant|>:"
     """Context after which the model writes its reflection on the image."""
+    reflect_reads: str = "vision"
+    """How the reflection context's {image} is filled: `vision`, the understanding encoder and its
+    aligner (Janus-Pro); `image_tokens`, the picture's VQ codes through the generation embedding
+    and aligner, the path the model reads its own image tokens by while drawing."""
     world: str = "open"
     """`shapes`: plans follow the shapes-world grammar and are validated; `open`: free text."""
     max_plan_tokens: int = 256
@@ -46,6 +53,8 @@ class JanusTemplate:
     def __post_init__(self):
         if self.world not in WORLDS:
             raise ModelLoadError(f"{TEMPLATE_FILE}: world {self.world!r} is not one of {', '.join(WORLDS)}")
+        if self.reflect_reads not in PICTURE_READERS:
+            raise ModelLoadError(f"{TEMPLATE_FILE}: reflect_reads {self.reflect_reads!r} is not one of {', '.join(PICTURE_READERS)}")
         for name, keys in (("think", ["{prompt}"]), ("direct", ["{prompt}"]), ("reflect", ["{image}"])):
             for key in keys:
                 if key not in getattr(self, name):
@@ -95,6 +104,8 @@ SHAPES_TEMPLATE = JanusTemplate(
     plan_prefix=" ",
     direct="User: {prompt}\nAssistant:",
     reflect="User: {prompt}\nAssistant: {plan}{image}\nReflect:",
+    # The picture is read as it was drawn: its image tokens, right after the plan, as in drawing.
+    reflect_reads="image_tokens",
     world="shapes",
     max_plan_tokens=96,
     max_reflection_tokens=128,

@@ -9,9 +9,9 @@ Row k of a call comes from contexts[k] and seeds[k]; the contexts of one call ha
 It reads the weights of a loaded `JanusForConditionalGeneration`: the Llama layers, final norm and
 rotary frequencies of `model.model.language_model`, `lm_head` for text, `generation_embeddings` +
 `generation_aligner` (the embedding of a drawn image token) and `generation_head` for image
-tokens, and the vision tower for the picture a reflection looks at. On a GPU it uses them in place;
-on a CPU through packed copies that follow the model's weights (`fast_weights.Weights`). What it
-does that transformers' `generate` does not:
+tokens; a reflection's picture comes as the features the backend read it into. On a GPU it uses
+them in place; on a CPU through packed copies that follow the model's weights
+(`fast_weights.Weights`). What it does that transformers' `generate` does not:
 
 1. One KV cache preallocated per row count, (rows, kv_heads, max_len, head_dim) per layer, written
    in place at the step's position (`KVCache`), reused from call to call.
@@ -327,11 +327,11 @@ class FastEngine:
         with self.lock, torch.no_grad():
             return self._image_tokens(contexts, seeds, cfg_scale, temperature, top_k)
 
-    def text_tokens(self, contexts: list[list[int]], pixel_values: torch.Tensor | None, seeds: list[int], temperature: float, max_new_tokens: int, stop_ids: list[int], top_k: int = 0) -> list[list[int]]:
+    def text_tokens(self, contexts: list[list[int]], image_features: torch.Tensor | None, seeds: list[int], temperature: float, max_new_tokens: int, stop_ids: list[int], top_k: int = 0) -> list[list[int]]:
         """New tokens after each context, up to and including its first stop token (at most
-        max_new_tokens). `pixel_values`: one picture per context, for reflections."""
+        max_new_tokens). `image_features`: one picture's (tokens, hidden) per context, for reflections."""
         with self.lock, torch.no_grad():
-            return self._text_tokens(contexts, pixel_values, seeds, temperature, max_new_tokens, stop_ids, top_k)
+            return self._text_tokens(contexts, image_features, seeds, temperature, max_new_tokens, stop_ids, top_k)
 
     def _image_tokens(self, contexts: list[list[int]], seeds: list[int], cfg_scale: float, temperature: float, top_k: int) -> torch.Tensor:
         batch, length, count = len(seeds), len(contexts[0]), self.num_image_tokens
@@ -356,15 +356,15 @@ class FastEngine:
             tokens[:, i] = self.decode("image", decoder, tokens[:, i - 1], length + i - 1, sample, top_k)
         return tokens
 
-    def _text_tokens(self, contexts: list[list[int]], pixel_values: torch.Tensor | None, seeds: list[int], temperature: float, max_new_tokens: int, stop_ids: list[int], top_k: int) -> list[list[int]]:
+    def _text_tokens(self, contexts: list[list[int]], image_features: torch.Tensor | None, seeds: list[int], temperature: float, max_new_tokens: int, stop_ids: list[int], top_k: int) -> list[list[int]]:
         rows, length = len(contexts), len(contexts[0])
         assert len(seeds) == rows and all(len(c) == length for c in contexts), "one context of one length per seed"
         input_ids = torch.tensor(contexts, device=self.device)
         # 1. Embeddings of the contexts; a reflection's picture goes in at the image-token positions
         self.refresh_weights()
         x = self.janus.get_input_embeddings()(input_ids)  # (rows, T, hidden)
-        if pixel_values is not None:  # row-major: row k's positions take picture k's features
-            features = self.janus.model.get_image_features(pixel_values).pooler_output.reshape(-1, x.shape[-1])
+        if image_features is not None:  # row-major: row k's positions take picture k's features
+            features = image_features.reshape(-1, x.shape[-1])
             where = (input_ids == self.janus.config.image_token_id)[..., None]
             x = x.masked_scatter(where, features.to(x.dtype))
         # 2. Prefill, then decode every row until each has written a stop token

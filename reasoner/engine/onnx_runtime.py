@@ -8,7 +8,8 @@ goes in as `past_*` and comes back one position longer as `present_*`, kept as O
 on the device, never copied) and a head. Every input and output is bound with IO binding to torch
 tensors on the same device (CUDA execution provider on a GPU, sharing torch's CUDA stream; CPU
 provider elsewhere), so the guidance mix and the seeded pick run in torch on the device with the
-very code of the fast engine (`sampling.py`). The vision tower of a reflection runs in torch.
+very code of the fast engine (`sampling.py`). A reflection's picture is read in torch (the
+backend's `picture_features`) and its features go in at the image placeholders.
 """
 
 from __future__ import annotations
@@ -161,13 +162,13 @@ class OnnxEngine:
         return tokens
 
     @torch.no_grad()
-    def text_tokens(self, contexts: list[list[int]], pixel_values: torch.Tensor | None, seeds: list[int], temperature: float, max_new_tokens: int, stop_ids: list[int], top_k: int = 0) -> list[list[int]]:
+    def text_tokens(self, contexts: list[list[int]], image_features: torch.Tensor | None, seeds: list[int], temperature: float, max_new_tokens: int, stop_ids: list[int], top_k: int = 0) -> list[list[int]]:
         """New tokens after each context (one length), up to and including its first stop token."""
         assert len(contexts) == len(seeds), "one context per seed"
         input_ids = torch.tensor(contexts, device=self.device)
         embeds = self.embed_text(input_ids)
-        if pixel_values is not None:  # one picture per row, through torch's vision tower
-            features = self.janus.model.get_image_features(pixel_values).pooler_output.reshape(-1, self.hidden)
+        if image_features is not None:  # one picture per row, read by torch (the backend)
+            features = image_features.reshape(-1, self.hidden)
             where = (input_ids == self.janus.config.image_token_id)[..., None]
             embeds = embeds.masked_scatter(where, features.to(self.dtype))
         noise = self.noise(seeds, self.text_vocab, temperature)

@@ -10,17 +10,20 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import JanusForConditionalGeneration
 
+from reasoner.backends.janus import picture_features
+
 from .sequences import IMAGE, TEXT, VISION, Batch
 
 
-def sequence_loss(model: JanusForConditionalGeneration, batch: Batch, pad_id: int) -> tuple[torch.Tensor, dict]:
-    """Cross-entropy on trained tokens: text by the language head, image codes by the generation head."""
+def sequence_loss(model: JanusForConditionalGeneration, batch: Batch, pad_id: int, reads: str = "vision") -> tuple[torch.Tensor, dict]:
+    """Cross-entropy on trained tokens: text by the language head, image codes by the generation head.
+    Pictures fill the VISION tokens as the engine fills them (`reads`: JanusTemplate.reflect_reads)."""
     ids, kinds = batch.ids, batch.kinds
     embeddings = model.get_input_embeddings()(torch.where(kinds == IMAGE, pad_id, ids))
     image_embeddings = model.prepare_embeddings_for_image_generation(torch.where(kinds == IMAGE, ids, 0))
     embeddings = torch.where((kinds == IMAGE)[..., None], image_embeddings, embeddings)
     if batch.pixels is not None:
-        features = model.model.get_image_features(batch.pixels).pooler_output  # (rows, tokens, hidden)
+        features = picture_features(model, batch.pixels, reads)  # (rows, tokens, hidden)
         embeddings = embeddings.masked_scatter((kinds == VISION)[..., None], features.to(embeddings.dtype))
     hidden = model.model.language_model(inputs_embeds=embeddings).last_hidden_state[:, :-1]
     targets, target_kinds, trained = ids[:, 1:], kinds[:, 1:], batch.train[:, 1:]
@@ -47,6 +50,7 @@ def train_lm(
     warmup: int = 200,
     seconds: float | None = None,
     vision_lr_scale: float = 1.0,
+    reads: str = "vision",
 ) -> int:
     """AdamW with warm-up and cosine decay; the VQ stays frozen (its codes are the vocabulary).
 
@@ -73,7 +77,7 @@ def train_lm(
             group["lr"] = lr * scale * group["scale"]
         batch = next_batch(step).to(device)
         with autocast:
-            loss, logs = sequence_loss(model, batch, pad_id)
+            loss, logs = sequence_loss(model, batch, pad_id, reads)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)

@@ -1,8 +1,9 @@
 """Reflection data: the model's own pictures, judged by the shapes checker, plus synthetic slips.
 
 The model is sampled on training prompts exactly as the engine would sample it (plan, then
-picture with guidance). Each picture is scored; a right one teaches "the image is right.", a
-wrong one teaches what was seen, what was needed and the plan to draw instead. Synthetic
+picture with guidance). Each picture is scored; every reflection says what the picture shows,
+then a right one that "the image is right.", a wrong one what was needed and the plan to draw
+instead. Synthetic
 pictures (a correct scene with one object changed, passed through the VQ so they look like
 decoded pictures) add mistakes of every kind.
 """
@@ -32,7 +33,7 @@ from reasoner.shapes import (
 from reasoner.shapes.world import COLORS, SHAPES
 
 from .sequences import Batch, collate, reflect
-from .texts import IMAGE_IS_RIGHT, plan_text, reflection_text
+from .texts import plan_text, reflection_text
 from .vq import encode_tokens, images_from_pixels, pixels_from_images
 
 
@@ -55,7 +56,7 @@ def own_reflections(backend: JanusBackend, prompts: list[str], seed: int, cfg_sc
         score = score_image(picture, prompt)
         if score.passed:
             passed += 1
-            examples.append(ReflectExample(prompt, plan, picture, IMAGE_IS_RIGHT))
+            examples.append(ReflectExample(prompt, plan, picture, reflection_text(prompt, score.scene, None)))
             continue
         revised = plan_scene_if_right(plan, prompt) or sample_scene_for(prompt, rng)
         examples.append(ReflectExample(prompt, plan, picture, reflection_text(prompt, score.scene, revised)))
@@ -109,7 +110,7 @@ def synthetic_reflections(backend: JanusBackend, vq, count: int, seed: int, devi
     examples = []
     for (prompt, right, _), picture in zip(rows, images_from_pixels(decoded)):
         score = score_image(picture, prompt)
-        reflection = IMAGE_IS_RIGHT if score.passed else reflection_text(prompt, score.scene, right)
+        reflection = reflection_text(prompt, score.scene, None if score.passed else right)
         examples.append(ReflectExample(prompt, plan_text(prompt, right), picture, reflection))
     return examples
 

@@ -3,7 +3,7 @@
 A plan states what the prompt needs (resolving references such as "the color of the sky") and
 then places each object: `the sky is blue; needed: 1 blue circle, nothing else. Plan: blue circle
 @ top-left`. A reflection says what the picture shows against what was needed, and ends with the
-plan to draw instead, or says the picture is right.
+plan to draw instead, or that the picture is right.
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ def plan_text(prompt: str, scene: Scene) -> str:
 
 
 def reflection_text(prompt: str, seen: Scene | None, revised: Scene | None) -> str:
-    """`revised` None: the picture satisfies the prompt."""
-    if revised is None:
-        return IMAGE_IS_RIGHT
+    """What the picture shows, then either that it is right (`revised` None) or what was needed
+    and the plan to draw instead. Reading the picture out first lets the verdict compare two
+    texts, the plan and the reading, instead of being decided at the first token."""
     shown = format_plan(seen) if seen is not None and seen.objects else "nothing clear"
+    if revised is None:
+        return f"I see {shown}; {IMAGE_IS_RIGHT}"
     needed = resolve_prompt(prompt).split("needed: ")[-1]
     return f"I see {shown}; needed: {needed}. Plan: {format_plan(revised)}"
 

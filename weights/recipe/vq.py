@@ -19,6 +19,7 @@ from transformers import JanusVQVAE
 
 from .lm import StepBudget
 
+from reasoner.backends.janus import image_codes
 from reasoner.shapes import random_scene
 
 
@@ -47,7 +48,7 @@ def quantize(vq: JanusVQVAE, latents: torch.Tensor, beta: float = 0.25):
 @torch.no_grad()
 def encode_tokens(vq: JanusVQVAE, pixels: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) in [-1, 1] -> (B, tokens) image token ids."""
-    return quantize(vq, vq.quant_conv(vq.encoder(pixels)))[1]
+    return image_codes(vq, pixels)
 
 
 def random_scene_pictures(count: int, seed: int, workers: int) -> torch.Tensor:
