@@ -78,6 +78,9 @@ def evaluate(backend: JanusBackend, modes: list[str], settings: EvalSettings) ->
         results["modes"]["reflect"] = {
             **accuracy(suite, final),
             "revised": len(redo),
+            "revised_wrong": sum(not before[i] for i in redo),  # revisions of pictures that were wrong
+            # the verdict alone: a revision where the picture is wrong, none where it is right
+            "verdict_accuracy": sum((plan is not None) != ok for plan, ok in zip(revised, before)) / len(before),
             "think_failures": len(failures),
             "fixed": sum(after[i] for i in failures),
             "fixed_share": sum(after[i] for i in failures) / max(1, len(failures)),
@@ -106,7 +109,8 @@ def table(results: dict) -> str:
         lines.append(f"{mode:<8} " + " ".join(f"{figures[c]:>11.3f}" if c in figures else f"{'':>11}" for c in columns))
     if "reflect" in modes:
         r = modes["reflect"]
-        lines.append(f"reflect: fixed {r['fixed']}/{r['think_failures']} think failures ({r['fixed_share']:.2f}), broke {r['broken']} successes ({r['broken_share']:.3f})")
+        lines.append(f"reflect: fixed {r['fixed']}/{r['think_failures']} think failures ({r['fixed_share']:.2f}), broke {r['broken']} successes ({r['broken_share']:.3f}); "
+                     f"revised {r['revised']} pictures, {r['revised_wrong']} of them wrong; verdict right for {r['verdict_accuracy']:.3f}")
     return "\n".join(lines)
 
 

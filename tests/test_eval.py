@@ -33,6 +33,10 @@ def test_eval_reports_every_mode(tiny_backend):
         assert 0.0 <= figures["overall"] <= 1.0
     reflect = modes["reflect"]
     assert reflect["fixed"] <= reflect["think_failures"] <= 8
+    assert reflect["revised_wrong"] <= min(reflect["revised"], reflect["think_failures"])
+    # the verdict is right where the revisions of wrong pictures and the silences on right ones add up
+    right = reflect["revised_wrong"] + (8 - reflect["think_failures"]) - (reflect["revised"] - reflect["revised_wrong"])
+    assert reflect["verdict_accuracy"] == right / 8
     assert "think" in table(results) and "fixed" in table(results)
 
 
