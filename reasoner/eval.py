@@ -81,6 +81,7 @@ def evaluate(backend: JanusBackend, modes: list[str], settings: EvalSettings) ->
             "revised_wrong": sum(not before[i] for i in redo),  # revisions of pictures that were wrong
             # the verdict alone: a revision where the picture is wrong, none where it is right
             "verdict_accuracy": sum((plan is not None) != ok for plan, ok in zip(revised, before)) / len(before),
+            "reading_exact": reading_exact(reflections, pictures),
             "think_failures": len(failures),
             "fixed": sum(after[i] for i in failures),
             "fixed_share": sum(after[i] for i in failures) / max(1, len(failures)),
@@ -97,6 +98,20 @@ def evaluate(backend: JanusBackend, modes: list[str], settings: EvalSettings) ->
     return results
 
 
+def reading_exact(reflections: list[str], pictures) -> float | None:
+    """Share of reflections whose reading ("I see <scene>; ...", the shapes model's form) is exactly
+    the scene the detector finds in the picture; None when no reflection is in that form."""
+    readings = [(text.removeprefix("I see ").split("; needed: ")[0].removesuffix("; the image is right."), picture)
+                for text, picture in zip(reflections, pictures) if text.startswith("I see ")]
+    if not readings:
+        return None
+    exact = 0
+    for reading, picture in readings:
+        scene = detect(picture).scene
+        exact += reading == (format_plan(scene) if scene.objects else "nothing clear")
+    return exact / len(reflections)
+
+
 def accuracy(suite: list[SuitePrompt], pictures) -> dict:
     return accuracy_by_category([score_image(p, s) for p, s in zip(pictures, suite)])
 
@@ -110,7 +125,8 @@ def table(results: dict) -> str:
     if "reflect" in modes:
         r = modes["reflect"]
         lines.append(f"reflect: fixed {r['fixed']}/{r['think_failures']} think failures ({r['fixed_share']:.2f}), broke {r['broken']} successes ({r['broken_share']:.3f}); "
-                     f"revised {r['revised']} pictures, {r['revised_wrong']} of them wrong; verdict right for {r['verdict_accuracy']:.3f}")
+                     f"revised {r['revised']} pictures, {r['revised_wrong']} of them wrong; verdict right for {r['verdict_accuracy']:.3f}"
+                     + ("" if r["reading_exact"] is None else f"; read the picture exactly for {r['reading_exact']:.3f}"))
     return "\n".join(lines)
 
 

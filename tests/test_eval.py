@@ -43,3 +43,17 @@ def test_eval_reports_every_mode(tiny_backend):
 def test_unknown_eval_mode_is_one_line(tiny_model_dir, capsys, tmp_path):
     assert main(["eval", "--model", str(tiny_model_dir), "--modes", "think,dream", "--json", str(tmp_path / "e.json")]) == 2
     assert "dream" in capsys.readouterr().err
+
+
+def test_a_reflections_reading_is_compared_with_the_scene_in_the_picture():
+    from reasoner.eval import reading_exact
+    from reasoner.shapes import render_plan
+
+    picture = render_plan("red circle @ top-left; blue square @ middle-center")
+    texts = [
+        "I see red circle @ top-left; blue square @ middle-center; the image is right.",  # read right
+        "I see red circle @ top-left; needed: 1 red circle, nothing else. Plan: red circle @ top-left",  # missed one
+        "the square is wrong. Plan: red circle @ top-left",  # not in the reading form: not read exactly
+    ]
+    assert reading_exact(texts, [picture] * 3) == 1 / 3
+    assert reading_exact(["the image is right."], [picture]) is None
