@@ -24,7 +24,7 @@ from .batched import draw_pictures, write_plans, write_reflections
 from .engine import DEFAULT_ENGINE, ENGINES
 from .pipeline import ReasonerPipeline, revised_plan_in
 from .records import MAX_CANDIDATES, Plan
-from .shapes import CATEGORIES, SuitePrompt, accuracy_by_category, detect, format_plan, make_suite, random_scene, score_image
+from .shapes import CATEGORIES, SuitePrompt, accuracy_by_category, detect, format_plan, make_suite, random_scene, reading_in, scene_reading, score_image
 
 MODES = ("direct", "think", "reflect", "follow")
 
@@ -99,16 +99,12 @@ def evaluate(backend: JanusBackend, modes: list[str], settings: EvalSettings) ->
 
 
 def reading_exact(reflections: list[str], pictures) -> float | None:
-    """Share of reflections whose reading ("I see <scene>; ...", the shapes model's form) is exactly
+    """Share of reflections whose reading (the shapes model's "I see <scene>; ..." form) is exactly
     the scene the detector finds in the picture; None when no reflection is in that form."""
-    readings = [(text.removeprefix("I see ").split("; needed: ")[0].removesuffix("; the image is right."), picture)
-                for text, picture in zip(reflections, pictures) if text.startswith("I see ")]
-    if not readings:
+    readings = [(reading_in(text), picture) for text, picture in zip(reflections, pictures)]
+    if all(reading is None for reading, _ in readings):
         return None
-    exact = 0
-    for reading, picture in readings:
-        scene = detect(picture).scene
-        exact += reading == (format_plan(scene) if scene.objects else "nothing clear")
+    exact = sum(reading == scene_reading(detect(picture).scene) for reading, picture in readings if reading is not None)
     return exact / len(reflections)
 
 

@@ -53,6 +53,12 @@ def test_reflection_texts():
     assert reflection_text("a blue circle", seen, right) == (
         "I see red circle @ top-left; needed: 1 blue circle, nothing else. Plan: blue circle @ top-left"
     )
+    # the eval reads the reading back out of either form
+    from reasoner.shapes import reading_in
+
+    assert reading_in(reflection_text("a blue circle", right, None)) == "blue circle @ top-left"
+    assert reading_in(reflection_text("a blue circle", seen, right)) == "red circle @ top-left"
+    assert reading_in(reflection_text("a blue circle", None, right)) == "nothing clear"
 
 
 def test_vq_tokens_and_processor_pixels_agree(tiny_backend):

@@ -147,12 +147,12 @@ def build_shapes(recipe: ShapesRecipe, work: Path, out: Path) -> None:
     log(f"drawing the example pool: {recipe.pool_size} pictures")
     pool = DrawPool(make_draw_pool(backend, vq, recipe.pool_size, recipe.seed, recipe.device, recipe.workers, recipe.unrelated_share), backend, recipe.device)
     draw_batch = draw_batches(pool, recipe.lm_batch, recipe.seed)
-    if not (draw_dir / "config.json").is_file() and recipe.draw_steps == 0:
-        log("stage 3/4: kept as --start-from drew")
-        save_model_dir(draw_dir, model, tokenizer, image_processor, SHAPES_TEMPLATE)
-    elif not (draw_dir / "config.json").is_file():
-        log(f"stage 3/4: plans and pictures, {recipe.draw_steps} steps")
-        record("draw_steps", train_lm(model, draw_batch, recipe.draw_steps, recipe.lm_lr, tokenizer.pad_token_id, recipe.device, "draw", seconds=recipe.draw_seconds or None))
+    if not (draw_dir / "config.json").is_file():
+        if recipe.draw_steps == 0:
+            log("stage 3/4: kept as --start-from drew")
+        else:
+            log(f"stage 3/4: plans and pictures, {recipe.draw_steps} steps")
+            record("draw_steps", train_lm(model, draw_batch, recipe.draw_steps, recipe.lm_lr, tokenizer.pad_token_id, recipe.device, "draw", seconds=recipe.draw_seconds or None))
         save_model_dir(draw_dir, model, tokenizer, image_processor, SHAPES_TEMPLATE)
     model.to(recipe.device).eval()
     backend.device = model.device

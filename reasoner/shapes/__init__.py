@@ -16,6 +16,7 @@ from reasoner.shapes.prompts import (
     resolve_prompt,
     sample_scene_for,
 )
+from reasoner.shapes.reflection import IMAGE_IS_RIGHT, reading_in, reflection_text, scene_reading
 from reasoner.shapes.render import draw_object, render_plan, render_scene
 from reasoner.shapes.requirements import ObjectGroup, Requirements, plan_with_reasoning
 from reasoner.shapes.score import ImageScore, accuracy_by_category, score_image, score_scene
@@ -23,6 +24,7 @@ from reasoner.shapes.suites import CATEGORIES, SPLITS, SuitePrompt, make_suite, 
 
 __all__ = [
     "CATEGORIES",
+    "IMAGE_IS_RIGHT",
     "SPLITS",
     "DetectedObject",
     "Detection",
@@ -46,10 +48,13 @@ __all__ = [
     "parse_prompt",
     "prompt_split",
     "random_scene",
+    "reading_in",
+    "reflection_text",
     "render_plan",
     "render_scene",
     "resolve_prompt",
     "sample_scene_for",
+    "scene_reading",
     "score_image",
     "score_scene",
 ]

@@ -3,9 +3,8 @@
 The model is sampled on training prompts exactly as the engine would sample it (plan, then
 picture with guidance). Each picture is scored; every reflection says what the picture shows,
 then a right one that "the image is right.", a wrong one what was needed and the plan to draw
-instead. Synthetic
-pictures (a correct scene with one object changed, passed through the VQ so they look like
-decoded pictures) add mistakes of every kind.
+instead (`reasoner/shapes/reflection.py`). Synthetic pictures (a correct scene with one object
+changed, passed through the VQ so they look like decoded pictures) add mistakes of every kind.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from reasoner.shapes import (
     extract_plan_text,
     make_suite,
     parse_plan,
+    reflection_text,
     sample_scene_for,
     score_image,
     score_scene,
@@ -33,7 +33,7 @@ from reasoner.shapes import (
 from reasoner.shapes.world import COLORS, SHAPES
 
 from .sequences import Batch, collate, reflect
-from .texts import plan_text, reflection_text
+from .texts import plan_text
 from .vq import encode_tokens, images_from_pixels, pixels_from_images
 
 

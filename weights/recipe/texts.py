@@ -2,8 +2,8 @@
 
 A plan states what the prompt needs (resolving references such as "the color of the sky") and
 then places each object: `the sky is blue; needed: 1 blue circle, nothing else. Plan: blue circle
-@ top-left`. A reflection says what the picture shows against what was needed, and ends with the
-plan to draw instead, or that the picture is right.
+@ top-left`. A reflection (its form: `reasoner/shapes/reflection.py`) says what the picture
+shows, then that it is right or what was needed and the plan to draw instead.
 """
 
 from __future__ import annotations
@@ -11,30 +11,19 @@ from __future__ import annotations
 import random
 
 from reasoner.shapes import (
+    IMAGE_IS_RIGHT,
     Scene,
     format_plan,
     make_suite,
     random_scene,
+    reflection_text,
     resolve_prompt,
     sample_scene_for,
 )
 
-IMAGE_IS_RIGHT = "the image is right."
-
 
 def plan_text(prompt: str, scene: Scene) -> str:
     return f"{resolve_prompt(prompt)}. Plan: {format_plan(scene)}"
-
-
-def reflection_text(prompt: str, seen: Scene | None, revised: Scene | None) -> str:
-    """What the picture shows, then either that it is right (`revised` None) or what was needed
-    and the plan to draw instead. Reading the picture out first lets the verdict compare two
-    texts, the plan and the reading, instead of being decided at the first token."""
-    shown = format_plan(seen) if seen is not None and seen.objects else "nothing clear"
-    if revised is None:
-        return f"I see {shown}; {IMAGE_IS_RIGHT}"
-    needed = resolve_prompt(prompt).split("needed: ")[-1]
-    return f"I see {shown}; needed: {needed}. Plan: {format_plan(revised)}"
 
 
 def tokenizer_corpus(seed: int = 0, size: int = 4000) -> list[str]:
