@@ -93,6 +93,15 @@ def test_a_tiny_recipe_run_writes_a_loadable_model(tmp_path):
     kept = JanusBackend.from_pretrained(tmp_path / "work3" / "draw").model.state_dict()
     assert all(torch.equal(kept[k], v) for k, v in backend.model.state_dict().items())
     assert "draw_steps" not in json.loads((tmp_path / "work3" / "taken.json").read_text())
+    # a fifth learns reflection in an adapter: the drawing weights stay the start's, exactly
+    adapter_run = [a if a != str(tmp_path / "work") else str(tmp_path / "work4") for a in args]
+    assert main(adapter_run + ["--start-from", str(out), "--draw-steps", "0", "--draw-share", "0",
+                               "--reflect-adapter-rank", "2", "--out", str(tmp_path / "out4")]) == 0
+    adapted = JanusBackend.from_pretrained(tmp_path / "out4")
+    assert adapted.template.reflect_adapter == "reflection"
+    assert all(torch.equal(kept[k], v) for k, v in adapted.model.state_dict().items())
+    reflecting = adapted.reflect_model.state_dict()
+    assert any(not torch.equal(reflecting[k], v) for k, v in kept.items())
 
 
 def test_hours_share_the_time_among_stages_and_bad_values_are_refused():
@@ -102,7 +111,7 @@ def test_hours_share_the_time_among_stages_and_bad_values_are_refused():
 
     recipe = ShapesRecipe(hours=2, draw_seconds=100)
     assert (recipe.vq_seconds, recipe.draw_seconds, recipe.reflect_seconds) == (1080, 100, 2160)
-    for bad in ({"hours": -1}, {"unrelated_share": 1.0}, {"draw_share": -0.1}, {"reflect_vision_lr_scale": 0.0}, {"draw_steps": 0}, {"lm_batch": 0}, {"device": "tpu"}):
+    for bad in ({"hours": -1}, {"unrelated_share": 1.0}, {"draw_share": -0.1}, {"reflect_vision_lr_scale": 0.0}, {"draw_steps": 0}, {"reflect_adapter_rank": 4, "start_from": "x", "draw_steps": 0}, {"lm_batch": 0}, {"device": "tpu"}):
         with pytest.raises(ValueError):
             ShapesRecipe(**bad)
 

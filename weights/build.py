@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ from transformers import GenerationConfig, JanusForConditionalGeneration, JanusV
 from transformers.models.janus.image_processing_pil_janus import JanusImageProcessorPil
 from transformers.utils import logging as transformers_logging
 
+from reasoner.backends.adapters import add_reflection_adapter, save_reflection_adapter
 from reasoner.backends.janus import JanusBackend
 from reasoner.backends.janus_template import SHAPES_TEMPLATE
 from reasoner.shapes import make_suite
@@ -35,6 +37,8 @@ from .recipe.reflections import own_reflections, reflect_batches, synthetic_refl
 from .recipe.texts import tokenizer_corpus
 from .recipe.vq import random_scene_pictures, train_vq
 from .tokenizer import build_tokenizer
+
+REFLECTION_ADAPTER = "reflection"  # the adapter's subdirectory in the model directory
 
 
 @dataclass
@@ -61,6 +65,7 @@ class ShapesRecipe:
     reflect_steps: int = field(default=2000, metadata={"help": "LM steps on reflections mixed with plans and pictures"})
     reflect_lr: float = field(default=1e-3, metadata={"help": "peak learning rate of the reflection stage"})
     reflect_vision_lr_scale: float = field(default=1.0, metadata={"help": "the vision encoder and its aligner, which only reflection uses, train at reflect_lr times this in the reflection stage (a low reflect_lr then keeps the drawing as it was)"})
+    reflect_adapter_rank: int = field(default=0, metadata={"help": "if > 0, reflection is learned by a LoRA adapter of this rank on the language model, which only reflection runs with: the drawing stays exactly as the draw stage (or --start-from) left it, so needs --draw-share 0; 0 trains every weight"})
     draw_share: float = field(default=0.5, metadata={"help": "share of each reflection-stage batch given to plans and pictures from the draw pool, so the model keeps them"})
     sample_cfg: float = field(default=3.0, metadata={"help": "guidance scale when the model draws its own pictures"})
     sample_temperature: float = field(default=1.0, metadata={"help": "image temperature when the model draws its own pictures"})
@@ -80,11 +85,13 @@ class ShapesRecipe:
         for name in ("unrelated_share", "draw_share"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), not {getattr(self, name)}")
+        if self.reflect_adapter_rank and self.draw_share:
+            raise ValueError("with --reflect-adapter-rank the drawing is frozen in the reflection stage: set --draw-share 0")
         if self.draw_steps == 0 and not self.start_from:
             raise ValueError("draw_steps 0 keeps the drawing of --start-from, and none is given")
         for f in fields(self):
             value = getattr(self, f.name)
-            may_be_zero = f.name == "seed" or (f.name == "draw_steps" and self.start_from)
+            may_be_zero = f.name in ("seed", "reflect_adapter_rank") or (f.name == "draw_steps" and self.start_from)
             if isinstance(value, (int, float)) and not may_be_zero and not f.name.endswith(("seconds", "share", "hours")) and value <= 0:
                 raise ValueError(f"{f.name} must be positive, not {value}")
 
@@ -144,21 +151,25 @@ def build_shapes(recipe: ShapesRecipe, work: Path, out: Path) -> None:
         model.load_state_dict(JanusForConditionalGeneration.from_pretrained(draw_dir).state_dict())
     elif start is not None:
         model.load_state_dict(start.state_dict())
-    log(f"drawing the example pool: {recipe.pool_size} pictures")
-    pool = DrawPool(make_draw_pool(backend, vq, recipe.pool_size, recipe.seed, recipe.device, recipe.workers, recipe.unrelated_share), backend, recipe.device)
-    draw_batch = draw_batches(pool, recipe.lm_batch, recipe.seed)
+    trains_drawing = not (draw_dir / "config.json").is_file() and recipe.draw_steps > 0
+    pool = None
+    if trains_drawing or (recipe.draw_share > 0 and not (work / "reflect" / "config.json").is_file()):
+        log(f"drawing the example pool: {recipe.pool_size} pictures")
+        pool = DrawPool(make_draw_pool(backend, vq, recipe.pool_size, recipe.seed, recipe.device, recipe.workers, recipe.unrelated_share), backend, recipe.device)
     if not (draw_dir / "config.json").is_file():
-        if recipe.draw_steps == 0:
-            log("stage 3/4: kept as --start-from drew")
-        else:
+        if trains_drawing:
             log(f"stage 3/4: plans and pictures, {recipe.draw_steps} steps")
+            draw_batch = draw_batches(pool, recipe.lm_batch, recipe.seed)
             record("draw_steps", train_lm(model, draw_batch, recipe.draw_steps, recipe.lm_lr, tokenizer.pad_token_id, recipe.device, "draw", seconds=recipe.draw_seconds or None))
+        else:
+            log("stage 3/4: kept as --start-from drew")
         save_model_dir(draw_dir, model, tokenizer, image_processor, SHAPES_TEMPLATE)
     model.to(recipe.device).eval()
     backend.device = model.device
 
     # 4. Reflection, on the model's own pictures
     reflect_dir = work / "reflect"
+    template = replace(SHAPES_TEMPLATE, reflect_adapter=REFLECTION_ADAPTER if recipe.reflect_adapter_rank else "")
     if not (reflect_dir / "config.json").is_file():
         prompts = [p.prompt for p in make_suite("train", recipe.own_prompts, recipe.seed + 2)]
         log(f"stage 4/4: sampling the model on {len(prompts)} training prompts")
@@ -167,17 +178,24 @@ def build_shapes(recipe: ShapesRecipe, work: Path, out: Path) -> None:
         examples = own + synthetic_reflections(backend, vq, recipe.synthetic_reflections, recipe.seed, recipe.device)
         record("own_pass_rate", round(pass_rate, 4))
         batches = reflect_batches(backend, examples, pool, recipe.lm_batch, recipe.seed, recipe.draw_share)
+        adapted = add_reflection_adapter(model, recipe.reflect_adapter_rank, recipe.seed) if recipe.reflect_adapter_rank else None
         steps = train_lm(model, batches, recipe.reflect_steps, recipe.reflect_lr, tokenizer.pad_token_id, recipe.device, "reflect",
                          warmup=100, seconds=recipe.reflect_seconds or None, vision_lr_scale=recipe.reflect_vision_lr_scale,
                          reads=SHAPES_TEMPLATE.reflect_reads)
         record("reflect_steps", steps)
-        save_model_dir(reflect_dir, model, tokenizer, image_processor, SHAPES_TEMPLATE)
+        if adapted is not None:  # the adapter apart, the model as it drew before this stage
+            save_reflection_adapter(adapted, reflect_dir / REFLECTION_ADAPTER)
+            model = adapted.unload().requires_grad_(True)
+        save_model_dir(reflect_dir, model, tokenizer, image_processor, template)
     else:
         model.load_state_dict(JanusForConditionalGeneration.from_pretrained(reflect_dir).state_dict())
 
     # 5. Ship: fp16 weights, a quarter of the float32 size
     model.to("cpu", torch.float16)
-    save_model_dir(out, model, tokenizer, image_processor, SHAPES_TEMPLATE)
+    save_model_dir(out, model, tokenizer, image_processor, template)
+    shutil.rmtree(out / REFLECTION_ADAPTER, ignore_errors=True)  # an older build's
+    if template.reflect_adapter:
+        shutil.copytree(reflect_dir / REFLECTION_ADAPTER, out / REFLECTION_ADAPTER)
     (out / "recipe.json").write_text(json.dumps({"recipe": asdict(recipe), "taken": taken}, indent=2) + "\n")
     log(f"wrote {out}")
 

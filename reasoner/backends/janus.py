@@ -23,17 +23,22 @@ from transformers.models.janus.image_processing_pil_janus import JanusImageProce
 
 from ..engine import DEFAULT_ENGINE, SpecialTokens, check_engine, make_engine
 from ..errors import ModelLoadError
+from .adapters import with_reflection_adapter
 from .base import DrawnImage, ModelInfo
 from .janus_template import JanusTemplate
 from .sampling import SeededSampler
 
 
 class JanusBackend:
-    def __init__(self, model: JanusForConditionalGeneration, tokenizer, image_processor, template: JanusTemplate, name: str, engine: str = DEFAULT_ENGINE, fast_compile: bool | None = None):
+    def __init__(self, model: JanusForConditionalGeneration, tokenizer, image_processor, template: JanusTemplate, name: str, engine: str = DEFAULT_ENGINE, fast_compile: bool | None = None, reflect_model: JanusForConditionalGeneration | None = None):
         self.model = model.eval()
+        # Texts about a picture (reflections) run on `reflect_model`: the model with its reflection
+        # adapter merged in (adapters.py), or the model itself when it has none.
+        self.reflect_model = self.model if reflect_model is None else reflect_model.eval()
         self.engine = check_engine(engine)
         self.fast_compile = fast_compile  # the fast engine's step compiled or eager; None: its default
         self._runner = None  # the fast or onnx engine, made on first use
+        self._reflect_runner = None  # the same over reflect_model, when that is another model
         self.model_dir: Path | None = None  # set by from_pretrained; keys the onnx engine's export cache
         self.tokenizer = tokenizer
         self.image_processor = image_processor
@@ -91,7 +96,10 @@ class JanusBackend:
             if getattr(tokenizer, attribute, None) is None:
                 raise ModelLoadError(f"{directory}: tokenizer has no {attribute} (not a Janus tokenizer)")
         image_processor = load_image_processor(directory, model.config.vision_config.image_size)
-        backend = cls(model.to(device), tokenizer, image_processor, JanusTemplate.load(directory), name or str(directory), engine=engine)
+        template = JanusTemplate.load(directory)
+        model = model.to(device)
+        reflect_model = with_reflection_adapter(model, directory / template.reflect_adapter) if template.reflect_adapter else None
+        backend = cls(model, tokenizer, image_processor, template, name or str(directory), engine=engine, reflect_model=reflect_model)
         backend.model_dir = directory  # the onnx engine keys its export cache on these files
         return backend
 
@@ -170,12 +178,12 @@ class JanusBackend:
         engine = check_engine(engine)
         if engine == self.engine:
             return
-        previous = (self.engine, self._runner)
-        self.engine, self._runner = engine, None
+        previous = (self.engine, self._runner, self._reflect_runner)
+        self.engine, self._runner, self._reflect_runner = engine, None, None
         try:
-            self.runner  # make it now, so a failure is reported here and not mid-draw
+            self.runner, self.reflect_runner  # make them now, so a failure is reported here and not mid-draw
         except Exception:
-            self.engine, self._runner = previous
+            self.engine, self._runner, self._reflect_runner = previous
             raise
 
     @property
@@ -184,10 +192,23 @@ class JanusBackend:
         if self.engine == "hf":
             return None
         if self._runner is None:
-            special = SpecialTokens(bos=self.bos_id, boi=self.boi_id, pad=self.pad_id)
-            options = {"compile": self.fast_compile} if self.engine == "fast" else {}
-            self._runner = make_engine(self.engine, self.model, special, model_dir=self.model_dir, **options)
+            self._runner = self._make_runner(self.model, self.model_dir)
         return self._runner
+
+    @property
+    def reflect_runner(self):
+        """The engine reflections run on: `runner`, or one over the adapted `reflect_model`."""
+        if self.engine == "hf" or self.reflect_model is self.model:
+            return self.runner
+        if self._reflect_runner is None:
+            # no model directory: the onnx export cache keys an adapted model on its weights
+            self._reflect_runner = self._make_runner(self.reflect_model, None)
+        return self._reflect_runner
+
+    def _make_runner(self, model: JanusForConditionalGeneration, model_dir: Path | None):
+        special = SpecialTokens(bos=self.bos_id, boi=self.boi_id, pad=self.pad_id)
+        options = {"compile": self.fast_compile} if self.engine == "fast" else {}
+        return make_engine(self.engine, model, special, model_dir=model_dir, **options)
 
     def text_from_tokens(self, new_tokens: list[int], stop_ids: list[int]) -> str:
         for position, token in enumerate(new_tokens):
@@ -203,11 +224,12 @@ class JanusBackend:
     def generate_texts(self, contexts: list[list[int]], pixel_values: torch.Tensor | None, seeds: list[int], temperature: float, max_new_tokens: int, stop_ids: list[int]) -> list[str]:
         """One text per context (all of one length), row k with seeds[k]; each what it gives alone.
 
-        `pixel_values`: one picture per context (a reflection's), or None.
+        `pixel_values`: one picture per context (a reflection's, run on `reflect_model`), or None.
         """
         features = None if pixel_values is None else self.picture_features(pixel_values)
-        if self.runner is not None:
-            rows = self.runner.text_tokens(contexts, features, seeds, temperature, max_new_tokens, stop_ids)
+        model, runner = (self.model, self.runner) if pixel_values is None else (self.reflect_model, self.reflect_runner)
+        if runner is not None:
+            rows = runner.text_tokens(contexts, features, seeds, temperature, max_new_tokens, stop_ids)
             return [self.text_from_tokens(tokens, stop_ids) for tokens in rows]
         input_ids = torch.tensor(contexts, device=self.device)
         config = GenerationConfig(
@@ -219,7 +241,7 @@ class JanusBackend:
         image_inputs = {} if features is None else {"mm_encoder_outputs": picture_inputs(features)}
         # Janus' own generate drops `logits_processor` in text mode, so call the generic one.
         output = GenerationMixin.generate(
-            self.model,
+            model,
             input_ids,
             attention_mask=torch.ones_like(input_ids),
             generation_config=config,
@@ -271,7 +293,7 @@ class JanusBackend:
 
     def picture_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(pictures, num_image_tokens, hidden): what fills a reflection's image placeholders."""
-        return picture_features(self.model, pixel_values, self.template.reflect_reads)
+        return picture_features(self.reflect_model, pixel_values, self.template.reflect_reads)
 
 
 def picture_features(model: JanusForConditionalGeneration, pixel_values: torch.Tensor, reads: str) -> torch.Tensor:

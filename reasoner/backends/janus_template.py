@@ -42,6 +42,9 @@ class JanusTemplate:
     """How the reflection context's {image} is filled: `vision`, the understanding encoder and its
     aligner (Janus-Pro); `image_tokens`, the picture's VQ codes through the generation embedding
     and aligner, the path the model reads its own image tokens by while drawing."""
+    reflect_adapter: str = ""
+    """A subdirectory of the model directory holding a LoRA adapter (peft format) that reflection
+    runs with, while planning and drawing run without it (`adapters.py`); empty: none."""
     world: str = "open"
     """`shapes`: plans follow the shapes-world grammar and are validated; `open`: free text."""
     max_plan_tokens: int = 256
@@ -55,6 +58,8 @@ class JanusTemplate:
             raise ModelLoadError(f"{TEMPLATE_FILE}: world {self.world!r} is not one of {', '.join(WORLDS)}")
         if self.reflect_reads not in PICTURE_READERS:
             raise ModelLoadError(f"{TEMPLATE_FILE}: reflect_reads {self.reflect_reads!r} is not one of {', '.join(PICTURE_READERS)}")
+        if self.reflect_adapter and (Path(self.reflect_adapter).is_absolute() or ".." in Path(self.reflect_adapter).parts):
+            raise ModelLoadError(f"{TEMPLATE_FILE}: reflect_adapter {self.reflect_adapter!r} must name a subdirectory of the model directory")
         for name, keys in (("think", ["{prompt}"]), ("direct", ["{prompt}"]), ("reflect", ["{image}"])):
             for key in keys:
                 if key not in getattr(self, name):

@@ -65,6 +65,7 @@ def train_lm(
         {"params": [p for p in parameters if id(p) not in vision], "scale": 1.0},
         {"params": [p for p in parameters if id(p) in vision], "scale": vision_lr_scale},
     ]
+    groups = [group for group in groups if group["params"]]  # a reflection adapter trains no vision weights
     optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), weight_decay=0.05)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
     budget = StepBudget(steps, seconds)

@@ -117,19 +117,19 @@ def synthetic_reflections(backend: JanusBackend, vq, count: int, seed: int, devi
 
 def reflect_batches(backend: JanusBackend, reflections: list[ReflectExample], pool, batch_size: int, seed: int, draw_share: float = 0.5):
     """Reflections and, `draw_share` of each batch, drawing (from the DrawPool), so the model keeps
-    what it learned first."""
-    generator = torch.Generator(pool.device).manual_seed(seed + 1)
+    what it learned first; with `draw_share` 0 (a reflection adapter) `pool` may be None."""
     reflecting = max(1, round(batch_size * (1 - draw_share)))
 
-    def next_batch(step: int) -> Batch:
+    def reflection_rows(step: int, count: int) -> Batch:
         rng = random.Random(seed * 7_000_003 + step)
-        chosen = [rng.choice(reflections) for _ in range(reflecting)]
+        chosen = [rng.choice(reflections) for _ in range(count)]
         pixels = pixels_from_images([r.picture for r in chosen])
-        sequences = [reflect(backend, r.prompt, r.plan, p, r.reflection) for r, p in zip(chosen, pixels)]
-        draws = pool.batch(batch_size - len(sequences), generator)
-        return merge(collate(sequences, backend.pad_id).to(pool.device), draws, backend.pad_id)
+        return collate([reflect(backend, r.prompt, r.plan, p, r.reflection) for r, p in zip(chosen, pixels)], backend.pad_id)
 
-    return next_batch
+    if reflecting == batch_size:
+        return lambda step: reflection_rows(step, batch_size)
+    generator = torch.Generator(pool.device).manual_seed(seed + 1)
+    return lambda step: merge(reflection_rows(step, reflecting).to(pool.device), pool.batch(batch_size - reflecting, generator), backend.pad_id)
 
 
 def merge(first: Batch, second: Batch, pad_id: int) -> Batch:

@@ -1,0 +1,53 @@
+"""Reflection adapters: a LoRA on the language model that only reflection runs with.
+
+A small model that learns to read its own pictures by training every weight forgets some of its
+drawing (the bundled model lost a tenth of its direct accuracy that way, weights/shapes/README.md).
+With an adapter the drawing weights stay frozen: the recipe trains the LoRA on reflections alone,
+and the backend runs reflections on a copy of the model with the adapter merged in, while
+planning and drawing run on the model as it was. The adapter is stored in the model directory in
+peft's format (`adapter_config.json`, `adapter_model.safetensors`), named by `reasoner.json`'s
+`reflect_adapter`.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors.torch import load_file, save_file
+
+from ..errors import ModelLoadError
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+# Every projection of every decoder layer of the language model; not the heads or embeddings,
+# which planning and drawing share.
+LANGUAGE_MODEL_PROJECTIONS = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+
+
+def add_reflection_adapter(model, rank: int, seed: int = 0) -> PeftModel:
+    """Freeze `model` and inject a trainable LoRA of `rank` into its language model, in place."""
+    torch.manual_seed(seed)
+    config = LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=LANGUAGE_MODEL_PROJECTIONS)
+    return get_peft_model(model, config)
+
+
+def save_reflection_adapter(adapted: PeftModel, directory: Path, dtype: torch.dtype = torch.float16) -> None:
+    """Write the adapter (config and safetensors in `dtype`) to `directory`."""
+    adapted.save_pretrained(directory, safe_serialization=True)
+    Path(directory, "README.md").unlink(missing_ok=True)  # peft's blank model card
+    weights = Path(directory, ADAPTER_WEIGHTS)
+    save_file({k: v.to(dtype).contiguous() for k, v in load_file(weights).items()}, weights)
+
+
+def with_reflection_adapter(model, directory: Path):
+    """A copy of `model` with the adapter in `directory` merged into its weights; `model` is untouched."""
+    if not Path(directory, "adapter_config.json").is_file() or not Path(directory, ADAPTER_WEIGHTS).is_file():
+        raise ModelLoadError(f"reflection adapter {directory} needs adapter_config.json and {ADAPTER_WEIGHTS}")
+    try:
+        adapted = PeftModel.from_pretrained(copy.deepcopy(model), directory, use_safetensors=True)
+    except Exception as error:  # peft raises many kinds here; all mean "cannot load"
+        text = " ".join(str(error).split())[:300] or type(error).__name__
+        raise ModelLoadError(f"reflection adapter {directory} could not be loaded ({text})") from None
+    return adapted.merge_and_unload().eval()
