@@ -102,6 +102,12 @@ def test_a_tiny_recipe_run_writes_a_loadable_model(tmp_path):
     assert all(torch.equal(kept[k], v) for k, v in adapted.model.state_dict().items())
     reflecting = adapted.reflect_model.state_dict()
     assert any(not torch.equal(reflecting[k], v) for k, v in kept.items())
+    # a sixth continues that adapter (the same rank), as a run spread over several leases does
+    more_adapter = [a if a != str(tmp_path / "work") else str(tmp_path / "work5") for a in args]
+    assert main(more_adapter + ["--start-from", str(tmp_path / "out4"), "--draw-steps", "0", "--draw-share", "0",
+                                "--reflect-adapter-rank", "2", "--out", str(tmp_path / "out5")]) == 0
+    continued = JanusBackend.from_pretrained(tmp_path / "out5").reflect_model.state_dict()
+    assert any(not torch.equal(continued[k], v) for k, v in reflecting.items())
 
 
 def test_hours_share_the_time_among_stages_and_bad_values_are_refused():
@@ -162,3 +168,27 @@ def test_the_reflection_stage_mixes_drawing_and_trains_the_path_that_reads_pictu
     train_lm(model, next_batch, steps=2, lr=1e-3, pad_id=backend.pad_id, device="cpu", desc="reflect", warmup=1, vision_lr_scale=0.0, reads=reads)
     assert all(torch.equal(a, b) for a, b in zip(vision_before, model.model.vision_model.parameters()))
     assert not torch.equal(layer_before, model.model.language_model.layers[0].mlp.up_proj.weight)
+
+
+def test_synthetic_wrong_plans_are_drawn_as_planned_and_revised_to_the_prompt():
+    """A wrong plan drawn faithfully: the reflection reads the plan's scene and still revises."""
+    from reasoner.backends.janus import JanusBackend
+    from reasoner.shapes import extract_plan_text, parse_plan, reading_in, scene_reading, score_scene
+    from weights.recipe.reflections import synthetic_reflections
+
+    from weights.catalog import resolve_model
+
+    bundled = JanusBackend.from_pretrained(resolve_model("shapes")[0], engine="hf")  # its VQ decodes faithfully
+    vq = bundled.model.model.vqmodel
+
+    def planned(row):
+        return parse_plan(extract_plan_text(row.plan))
+
+    rows = synthetic_reflections(bundled, vq, count=24, seed=0, device="cpu", wrong_plan_share=1.0)
+    wrong = [r for r in rows if not score_scene(planned(r), r.prompt).passed]
+    assert len(wrong) >= 12  # most slips break the prompt; those that do not leave the plan right
+    for row in wrong:
+        assert reading_in(row.reflection) == scene_reading(planned(row))  # drawn as planned
+        assert score_scene(parse_plan(extract_plan_text(row.reflection)), row.prompt).passed  # revised to the prompt
+    without = synthetic_reflections(bundled, vq, count=24, seed=0, device="cpu")
+    assert all(score_scene(planned(r), r.prompt).passed for r in without)

@@ -91,3 +91,20 @@ def set_adapter_name(directory, name):
 def test_adapter_faults_are_named(model_dirs, tmp_path, damage, message):
     with pytest.raises(ModelLoadError, match=message):
         JanusBackend.from_pretrained(damaged_copy(model_dirs[1], tmp_path, damage), engine="hf")
+
+
+def test_training_continues_a_saved_adapter_of_the_same_rank(tmp_path):
+    model = build_random_janus("tiny", seed=4)[0]
+    adapted = add_reflection_adapter(model, rank=4)
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:
+            parameter.data.normal_(0, 0.3)
+    saved = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+    save_reflection_adapter(adapted, tmp_path / "reflection")
+    base = adapted.unload()
+    continued = add_reflection_adapter(base, rank=4, start=tmp_path / "reflection")
+    loaded = {n: p for n, p in base.named_parameters() if "lora_" in n}
+    assert loaded.keys() == saved.keys() and all(p.requires_grad for p in loaded.values())
+    assert all(torch.allclose(loaded[n], saved[n], atol=1e-3) for n in saved)  # stored in fp16
+    with pytest.raises(ValueError, match="rank 4, not 8"):
+        add_reflection_adapter(continued.unload(), rank=8, start=tmp_path / "reflection")

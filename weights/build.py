@@ -27,7 +27,7 @@ from transformers.utils import logging as transformers_logging
 
 from reasoner.backends.adapters import add_reflection_adapter, save_reflection_adapter
 from reasoner.backends.janus import JanusBackend
-from reasoner.backends.janus_template import SHAPES_TEMPLATE
+from reasoner.backends.janus_template import SHAPES_TEMPLATE, JanusTemplate
 from reasoner.shapes import make_suite
 
 from .random_janus import PRESETS, janus_config, save_model_dir
@@ -62,6 +62,7 @@ class ShapesRecipe:
     lm_lr: float = field(default=2e-3, metadata={"help": "LM peak learning rate"})
     own_prompts: int = field(default=6000, metadata={"help": "training prompts the model draws for its own reflection data"})
     synthetic_reflections: int = field(default=12000, metadata={"help": "synthetic right/slipped pictures for reflection"})
+    wrong_plan_share: float = field(default=0.25, metadata={"help": "share of synthetic reflections whose plan itself breaks the prompt (one slip) and is drawn as planned, so reflection checks pictures against the prompt and not only against the plan"})
     reflect_steps: int = field(default=2000, metadata={"help": "LM steps on reflections mixed with plans and pictures"})
     reflect_lr: float = field(default=1e-3, metadata={"help": "peak learning rate of the reflection stage"})
     reflect_vision_lr_scale: float = field(default=1.0, metadata={"help": "the vision encoder and its aligner, which only reflection uses, train at reflect_lr times this in the reflection stage (a low reflect_lr then keeps the drawing as it was)"})
@@ -82,7 +83,7 @@ class ShapesRecipe:
         for stage, share in (("vq", 0.15), ("draw", 0.55), ("reflect", 0.30)):
             if self.hours > 0 and getattr(self, f"{stage}_seconds") <= 0:
                 setattr(self, f"{stage}_seconds", self.hours * 3600 * share)
-        for name in ("unrelated_share", "draw_share"):
+        for name in ("unrelated_share", "draw_share", "wrong_plan_share"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), not {getattr(self, name)}")
         if self.reflect_adapter_rank and self.draw_share:
@@ -175,10 +176,14 @@ def build_shapes(recipe: ShapesRecipe, work: Path, out: Path) -> None:
         log(f"stage 4/4: sampling the model on {len(prompts)} training prompts")
         own, pass_rate = own_reflections(backend, prompts, recipe.seed, recipe.sample_cfg, recipe.sample_temperature, recipe.sample_batch)
         log(f"own pictures right: {pass_rate:.3f}; adding {recipe.synthetic_reflections} synthetic ones")
-        examples = own + synthetic_reflections(backend, vq, recipe.synthetic_reflections, recipe.seed, recipe.device)
+        examples = own + synthetic_reflections(backend, vq, recipe.synthetic_reflections, recipe.seed, recipe.device, recipe.wrong_plan_share)
         record("own_pass_rate", round(pass_rate, 4))
         batches = reflect_batches(backend, examples, pool, recipe.lm_batch, recipe.seed, recipe.draw_share)
-        adapted = add_reflection_adapter(model, recipe.reflect_adapter_rank, recipe.seed) if recipe.reflect_adapter_rank else None
+        adapted = None
+        if recipe.reflect_adapter_rank:  # continues --start-from's adapter, where it has one
+            started = JanusTemplate.load(recipe.start_from).reflect_adapter if recipe.start_from else ""
+            start_adapter = Path(recipe.start_from, started) if started else None
+            adapted = add_reflection_adapter(model, recipe.reflect_adapter_rank, recipe.seed, start_adapter)
         steps = train_lm(model, batches, recipe.reflect_steps, recipe.reflect_lr, tokenizer.pad_token_id, recipe.device, "reflect",
                          warmup=100, seconds=recipe.reflect_seconds or None, vision_lr_scale=recipe.reflect_vision_lr_scale,
                          reads=SHAPES_TEMPLATE.reflect_reads)

@@ -26,8 +26,14 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 LANGUAGE_MODEL_PROJECTIONS = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 
 
-def add_reflection_adapter(model, rank: int, seed: int = 0) -> PeftModel:
-    """Freeze `model` and inject a trainable LoRA of `rank` into its language model, in place."""
+def add_reflection_adapter(model, rank: int, seed: int = 0, start: Path | None = None) -> PeftModel:
+    """Freeze `model` and inject a trainable LoRA of `rank` into its language model, in place;
+    from the adapter in `start` (an earlier run's, of the same rank) when one is given."""
+    if start is not None:
+        trained_rank = LoraConfig.from_pretrained(start).r
+        if trained_rank != rank:
+            raise ValueError(f"the adapter in {start} has rank {trained_rank}, not {rank}")
+        return PeftModel.from_pretrained(model, start, is_trainable=True, use_safetensors=True)
     torch.manual_seed(seed)
     config = LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=LANGUAGE_MODEL_PROJECTIONS)
     return get_peft_model(model, config)

@@ -93,8 +93,14 @@ def perturb(scene: Scene, rng: random.Random) -> Scene:
     return Scene.from_objects(objects)
 
 
-def synthetic_reflections(backend: JanusBackend, vq, count: int, seed: int, device: str) -> list[ReflectExample]:
-    """Correct and slipped pictures of training prompts, as the VQ would decode them."""
+def synthetic_reflections(backend: JanusBackend, vq, count: int, seed: int, device: str, wrong_plan_share: float = 0.0) -> list[ReflectExample]:
+    """Correct and slipped pictures of training prompts, as the VQ would decode them.
+
+    A right plan is drawn right or with one slip. `wrong_plan_share` of the rows instead have a
+    plan with a slip that breaks the prompt, drawn as planned: the picture matches its plan and is
+    still wrong, so reflection learns to check the picture against the prompt (a model's own plan
+    can be wrong: "a triangle right of a circle" planned left of it) and not only against the plan.
+    """
     from reasoner.shapes import render_scene
 
     rng = random.Random(seed)
@@ -102,16 +108,23 @@ def synthetic_reflections(backend: JanusBackend, vq, count: int, seed: int, devi
     for suite_prompt in make_suite("train", count, seed + 1):
         prompt = suite_prompt.prompt
         right = sample_scene_for(prompt, rng)
-        shown = right if rng.random() < 0.3 else perturb(right, rng)
-        rows.append((prompt, right, shown))
-    pixels = pixels_from_images([np.asarray(render_scene(shown)) for _, _, shown in rows]).to(device)
+        planned = right
+        if wrong_plan_share and rng.random() < wrong_plan_share:
+            slipped = perturb(right, rng)
+            planned = right if score_scene(slipped, prompt).passed else slipped
+        if planned is not right:
+            shown = planned
+        else:
+            shown = right if rng.random() < 0.3 else perturb(right, rng)
+        rows.append((prompt, right, planned, shown))
+    pixels = pixels_from_images([np.asarray(render_scene(shown)) for *_, shown in rows]).to(device)
     with torch.no_grad():
         decoded = torch.cat([vq.decode(encode_tokens(vq, chunk)) for chunk in pixels.split(512)])
     examples = []
-    for (prompt, right, _), picture in zip(rows, images_from_pixels(decoded)):
+    for (prompt, right, planned, _), picture in zip(rows, images_from_pixels(decoded)):
         score = score_image(picture, prompt)
         reflection = reflection_text(prompt, score.scene, None if score.passed else right)
-        examples.append(ReflectExample(prompt, plan_text(prompt, right), picture, reflection))
+        examples.append(ReflectExample(prompt, plan_text(prompt, planned), picture, reflection))
     return examples
 
 
