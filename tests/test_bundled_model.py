@@ -4,10 +4,10 @@ import random
 
 import pytest
 
-from reasoner.batched import draw_pictures, write_plans
-from reasoner.pipeline import ReasonerPipeline
+from reasoner.batched import draw_pictures, write_plans, write_reflections
+from reasoner.pipeline import ReasonerPipeline, revised_plan_in
 from reasoner.records import DrawSettings
-from reasoner.shapes import detect, format_plan, make_suite, random_scene, score_image
+from reasoner.shapes import detect, format_plan, make_suite, random_scene, reading_in, scene_reading, score_image
 
 
 @pytest.fixture(scope="module")
@@ -41,3 +41,18 @@ def test_a_persons_plan_is_followed_whatever_the_prompt(bundled):
     followed = [detect(c.image).scene == scene for c, scene in zip(drawn, scenes)]
     # measured 0.98 on 48; read as bare clauses (no reasoning) the same model followed 0.27
     assert sum(followed) >= 10, followed
+
+
+def test_reflection_reads_the_picture_and_passes_right_ones(bundled):
+    """The reflection adapter reads the model's own pictures out ("I see <scene>") and lets right ones be."""
+    suite = make_suite("dev", 16, seed=1)
+    prompts, seeds = [p.prompt for p in suite], list(range(16))
+    plans = write_plans(bundled.backend, prompts, seeds, temperature=0.0)
+    pictures = draw_pictures(bundled.backend, prompts, plans, seeds, cfg_scale=1.0, temperature=1.0)
+    reflections = write_reflections(bundled.backend, prompts, plans, pictures, seeds, temperature=0.0)
+    read = [reading_in(text) == scene_reading(detect(picture).scene) for text, picture in zip(reflections, pictures)]
+    # measured 0.978 on 400 held-out prompts; without its adapter the model reads none of 16
+    assert sum(read) >= 13, list(zip(reflections, read))
+    passed = [score_image(picture, p).passed for picture, p in zip(pictures, suite)]
+    left_alone = [revised_plan_in(text) is None for text, ok in zip(reflections, passed) if ok]
+    assert sum(left_alone) >= len(left_alone) - 3, reflections
