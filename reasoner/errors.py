@@ -28,3 +28,9 @@ class ModelLoadError(ReasonerError):
 
 class OutputError(ReasonerError):
     """Results cannot be written where they were asked for."""
+
+
+def one_line(error: BaseException) -> str:
+    """A library's error message on one line, cut to 300 characters, to quote inside ours."""
+    text = " ".join(str(error).split())
+    return text[:300] if text else type(error).__name__

@@ -174,9 +174,8 @@ def test_synthetic_wrong_plans_are_drawn_as_planned_and_revised_to_the_prompt():
     """A wrong plan drawn faithfully: the reflection reads the plan's scene and still revises."""
     from reasoner.backends.janus import JanusBackend
     from reasoner.shapes import extract_plan_text, parse_plan, reading_in, scene_reading, score_scene
-    from weights.recipe.reflections import synthetic_reflections
-
     from weights.catalog import resolve_model
+    from weights.recipe.reflections import synthetic_reflections
 
     bundled = JanusBackend.from_pretrained(resolve_model("shapes")[0], engine="hf")  # its VQ decodes faithfully
     vq = bundled.model.model.vqmodel

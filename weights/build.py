@@ -152,9 +152,10 @@ def build_shapes(recipe: ShapesRecipe, work: Path, out: Path) -> None:
         model.load_state_dict(JanusForConditionalGeneration.from_pretrained(draw_dir).state_dict())
     elif start is not None:
         model.load_state_dict(start.state_dict())
+    reflect_dir = work / "reflect"
     trains_drawing = not (draw_dir / "config.json").is_file() and recipe.draw_steps > 0
     pool = None
-    if trains_drawing or (recipe.draw_share > 0 and not (work / "reflect" / "config.json").is_file()):
+    if trains_drawing or (recipe.draw_share > 0 and not (reflect_dir / "config.json").is_file()):
         log(f"drawing the example pool: {recipe.pool_size} pictures")
         pool = DrawPool(make_draw_pool(backend, vq, recipe.pool_size, recipe.seed, recipe.device, recipe.workers, recipe.unrelated_share), backend, recipe.device)
     if not (draw_dir / "config.json").is_file():
@@ -169,7 +170,6 @@ def build_shapes(recipe: ShapesRecipe, work: Path, out: Path) -> None:
     backend.device = model.device
 
     # 4. Reflection, on the model's own pictures
-    reflect_dir = work / "reflect"
     template = replace(SHAPES_TEMPLATE, reflect_adapter=REFLECTION_ADAPTER if recipe.reflect_adapter_rank else "")
     if not (reflect_dir / "config.json").is_file():
         prompts = [p.prompt for p in make_suite("train", recipe.own_prompts, recipe.seed + 2)]

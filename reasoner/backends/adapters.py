@@ -18,7 +18,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, one_line
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 # Every projection of every decoder layer of the language model; not the heads or embeddings,
@@ -54,6 +54,5 @@ def with_reflection_adapter(model, directory: Path):
     try:
         adapted = PeftModel.from_pretrained(copy.deepcopy(model), directory, use_safetensors=True)
     except Exception as error:  # peft raises many kinds here; all mean "cannot load"
-        text = " ".join(str(error).split())[:300] or type(error).__name__
-        raise ModelLoadError(f"reflection adapter {directory} could not be loaded ({text})") from None
+        raise ModelLoadError(f"reflection adapter {directory} could not be loaded ({one_line(error)})") from None
     return adapted.merge_and_unload().eval()

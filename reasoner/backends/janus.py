@@ -22,7 +22,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.janus.image_processing_pil_janus import JanusImageProcessorPil
 
 from ..engine import DEFAULT_ENGINE, SpecialTokens, check_engine, make_engine
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, one_line
 from .adapters import with_reflection_adapter
 from .base import DrawnImage, ModelInfo
 from .janus_template import JanusTemplate
@@ -350,8 +350,3 @@ def load_image_processor(directory: Path, image_size: int) -> JanusImageProcesso
         return JanusImageProcessorPil.from_pretrained(directory)
     # Janus and Janus-Pro normalise with SigLIP's mean and std of 0.5.
     return JanusImageProcessorPil(size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
-
-
-def one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return text[:300] if text else type(error).__name__
