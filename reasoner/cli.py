@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .engine import DEFAULT_ENGINE, ENGINES, check_engine
 from .errors import InvalidPromptError, OutputError, ReasonerError
-from .records import DrawSettings, Turn
+from .records import MAX_REFLECT_ROUNDS, DrawSettings, Turn, check_reflect_rounds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--no-think", action="store_true", help="draw from the prompt alone, without a plan")
     plan.add_argument("--plan", help="draw from this plan instead of the model's own")
     generate.add_argument("--reflect", action="store_true", help="let the model reflect on each candidate and redraw it from a revised plan")
+    generate.add_argument("--reflect-rounds", type=int, default=1, help=f"with --reflect: look again at each redraw, at most this many looks a candidate (1-{MAX_REFLECT_ROUNDS})")
     generate.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE, help="decode engine")
     generate.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     generate.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (1-20); default: the model's own (reasoner.json)")
@@ -102,6 +103,7 @@ def run_generate(args) -> int:
         top_k=args.top_k, plan_temperature=args.plan_temperature,
     )
     check_engine(args.engine)
+    check_reflect_rounds(args.reflect_rounds)
     partial_path = prepare_out_dir(args.out)
 
     # 2. Load the model, then check prompts and plan against it.
@@ -119,7 +121,7 @@ def run_generate(args) -> int:
         with open(partial_path, "w", encoding="utf-8") as results:
             for index, prompt in enumerate(prompts):
                 started = time.perf_counter()
-                turn = pipeline(prompt, settings, think=not args.no_think, plan=plan, reflect=args.reflect)
+                turn = pipeline(prompt, settings, think=not args.no_think, plan=plan, reflect=args.reflect, reflect_rounds=args.reflect_rounds)
                 seconds = round(time.perf_counter() - started, 3)
                 for row in turn_rows(turn, index, args, pipeline.info.name, save_png):
                     results.write(json.dumps({**row, "seconds": seconds}) + "\n")
@@ -148,14 +150,16 @@ def turn_rows(turn: Turn, prompt_index: int, args, model_name: str, save_png) ->
             "seed": candidate.seed, "plan": plan_text, "reflection": None, "image": name,
             "model": model_name, "engine": args.engine,
         }
-        if turn.reflections:
-            reflection, refined = turn.reflections[k], turn.refined[k]
-            row["reflection"] = reflection.text
+        if turn.rounds:
+            rounds = turn.rounds[k]
+            redrawn = [r for r in rounds if r.redrawn is not None]
+            final = redrawn[-1] if redrawn else rounds[0]
+            row["reflection"] = final.reflection.text
+            row["reflections"] = [r.reflection.text for r in rounds]  # every look, in order
             row["first_image"] = name
-            if refined is not None:
+            if redrawn:
                 refined_name = f"images/p{prompt_index:04d}-c{candidate.index:02d}-refined.png"
-                revised = reflection.revised_plan.text
-                save_png(refined.image, args.out / refined_name, {**base_recipe, "seed": refined.seed, "plan": revised, "reflection": reflection.text})
-                row.update(image=refined_name, plan=revised, seed=refined.seed, first_plan=plan_text, first_seed=candidate.seed)
+                save_png(final.redrawn.image, args.out / refined_name, {**base_recipe, "seed": final.redrawn.seed, "plan": final.plan.text, "reflection": final.reflection.text})
+                row.update(image=refined_name, plan=final.plan.text, seed=final.redrawn.seed, first_plan=plan_text, first_seed=candidate.seed)
         rows.append(row)
     return rows

@@ -3,7 +3,8 @@
 Modes, each on the same dev-split prompts and seeds:
 - direct: draw from the prompt alone;
 - think: write a plan, then draw from it;
-- reflect: look at each think picture, and redraw where the reflection revises (seed + 16);
+- reflect: look at each think picture, redraw where the reflection revises (seed + 16), and look
+  again at each redraw, up to `--reflect-rounds` looks (as the pipeline's `reflect_rounds`);
 - follow: draw from random valid plans a person might write (1-4 objects), and check the
   picture matches the plan exactly.
 One picture per prompt, on the chosen engine (`--engine`). A table goes to stdout, the figures
@@ -23,7 +24,7 @@ from .backends.janus import JanusBackend
 from .batched import draw_pictures, write_plans, write_reflections
 from .engine import DEFAULT_ENGINE, ENGINES
 from .pipeline import ReasonerPipeline, revised_plan_in
-from .records import MAX_CANDIDATES, Plan
+from .records import MAX_REFLECT_ROUNDS, Plan, Reflection, check_reflect_rounds, redraw_seed
 from .shapes import CATEGORIES, SuitePrompt, accuracy_by_category, detect, format_plan, make_suite, random_scene, reading_in, scene_reading, score_image
 
 MODES = ("direct", "think", "reflect", "follow")
@@ -36,6 +37,7 @@ class EvalSettings:
     cfg_scale: float = 5.0
     temperature: float = 1.0
     batch_size: int = 64
+    reflect_rounds: int = 1  # reflect mode: looks at a picture and its redraws, at most
 
 
 def progress(message: str) -> None:
@@ -47,8 +49,9 @@ def evaluate(backend: JanusBackend, modes: list[str], settings: EvalSettings) ->
     prompts = [p.prompt for p in suite]
     seeds = [settings.seed + i for i in range(len(suite))]
     draw = lambda plans, seeds_: draw_pictures(backend, prompts, plans, seeds_, settings.cfg_scale, settings.temperature, settings.batch_size)  # noqa: E731
+    pipeline = ReasonerPipeline(backend)
     # the text the model reads for a plan, exactly as the pipeline gives it (a bare plan gets its reasoning)
-    as_read = ReasonerPipeline(backend).model_text
+    as_read = pipeline.model_text
     results: dict = {"settings": settings.__dict__, "model": backend.info.name, "engine": backend.engine, "modes": {}}
 
     if "direct" in modes:
@@ -61,27 +64,21 @@ def evaluate(backend: JanusBackend, modes: list[str], settings: EvalSettings) ->
         results["modes"]["think"] = accuracy(suite, pictures)
         results["examples"] = [{"prompt": p, "plan": plan} for p, plan in list(zip(prompts, plans))[:8]]
     if "reflect" in modes:
-        progress(f"reflect: {len(prompts)} reflections")
-        reflections = write_reflections(backend, prompts, plans, pictures, seeds, 0.0, settings.batch_size)
-        revised = [revised_plan_in(text) for text in reflections]
+        final, reflections, revised, redraws = reflect_and_redraw(pipeline, prompts, plans, pictures, seeds, settings)
         redo = [i for i, plan in enumerate(revised) if plan is not None]
-        progress(f"reflect: redrawing {len(redo)} revised pictures")
-        final = list(pictures)
-        if redo:
-            redrawn = draw_pictures(backend, [prompts[i] for i in redo], [as_read(revised[i]) for i in redo], [seeds[i] + MAX_CANDIDATES for i in redo], settings.cfg_scale, settings.temperature, settings.batch_size)
-            for i, picture in zip(redo, redrawn):
-                final[i] = picture
         before = [score_image(p, s).passed for p, s in zip(pictures, suite)]
         after = [score_image(p, s).passed for p, s in zip(final, suite)]
         failures = [i for i, ok in enumerate(before) if not ok]
         successes = [i for i, ok in enumerate(before) if ok]
         results["modes"]["reflect"] = {
             **accuracy(suite, final),
-            "revised": len(redo),
+            "rounds": settings.reflect_rounds,
+            "revised": len(redo),  # in the first round, as the three figures below
             "revised_wrong": sum(not before[i] for i in redo),  # revisions of pictures that were wrong
             # the verdict alone: a revision where the picture is wrong, none where it is right
             "verdict_accuracy": sum((plan is not None) != ok for plan, ok in zip(revised, before)) / len(before),
             "reading_exact": reading_exact(reflections, pictures),
+            "redraws": sum(redraws),  # over every round
             "think_failures": len(failures),
             "fixed": sum(after[i] for i in failures),
             "fixed_share": sum(after[i] for i in failures) / max(1, len(failures)),
@@ -96,6 +93,37 @@ def evaluate(backend: JanusBackend, modes: list[str], settings: EvalSettings) ->
         matches = [detect(p).scene == s for p, s in zip(pictures, scenes)]
         results["modes"]["follow"] = {"overall": sum(matches) / len(matches)}
     return results
+
+
+def reflect_and_redraw(pipeline: ReasonerPipeline, prompts, plans: list[str], pictures, seeds, settings: EvalSettings):
+    """The pipeline's reflection rounds for every prompt at once: reflect on each picture, redraw
+    where the reflection revises (from `plan_to_redraw`, seed `redraw_seed(seed, round)`), and
+    look again at the redraws until none is revised or the rounds are spent. `plans` are the
+    texts the pictures were drawn from. Returns the final pictures, the first round's reflections
+    and revised plans (None: judged right), and how many redraws each prompt got."""
+    backend = pipeline.backend
+    final, current_plans = list(pictures), list(plans)
+    redraws = [0] * len(prompts)
+    active = list(range(len(prompts)))
+    for round_number in range(1, settings.reflect_rounds + 1):
+        progress(f"reflect round {round_number}: {len(active)} reflections")
+        # each look with the seed of the picture it looks at, as in the pipeline
+        looked_at = [seeds[i] if round_number == 1 else redraw_seed(seeds[i], round_number - 1) for i in active]
+        reflections = write_reflections(backend, [prompts[i] for i in active], [current_plans[i] for i in active], [final[i] for i in active], looked_at, 0.0, settings.batch_size)
+        revised = [revised_plan_in(text) for text in reflections]
+        if round_number == 1:
+            first_reflections, first_revised = reflections, revised
+        redo = [(i, Reflection(text, plan)) for i, text, plan in zip(active, reflections, revised) if plan is not None]
+        if not redo:
+            break
+        progress(f"reflect round {round_number}: redrawing {len(redo)} revised pictures")
+        redo_plans = [pipeline.model_text(pipeline.plan_to_redraw(Plan(current_plans[i]), reflection)) for i, reflection in redo]
+        redrawn = draw_pictures(backend, [prompts[i] for i, _ in redo], redo_plans, [redraw_seed(seeds[i], round_number) for i, _ in redo], settings.cfg_scale, settings.temperature, settings.batch_size)
+        for (i, _), plan, picture in zip(redo, redo_plans, redrawn):
+            final[i], current_plans[i] = picture, plan
+            redraws[i] += 1
+        active = [i for i, _ in redo]
+    return final, first_reflections, first_revised, redraws
 
 
 def reading_exact(reflections: list[str], pictures) -> float | None:
@@ -120,8 +148,8 @@ def table(results: dict) -> str:
         lines.append(f"{mode:<8} " + " ".join(f"{figures[c]:>11.3f}" if c in figures else f"{'':>11}" for c in columns))
     if "reflect" in modes:
         r = modes["reflect"]
-        lines.append(f"reflect: fixed {r['fixed']}/{r['think_failures']} think failures ({r['fixed_share']:.2f}), broke {r['broken']} successes ({r['broken_share']:.3f}); "
-                     f"revised {r['revised']} pictures, {r['revised_wrong']} of them wrong; verdict right for {r['verdict_accuracy']:.3f}"
+        lines.append(f"reflect ({r['rounds']} round{'s' * (r['rounds'] > 1)} at most, {r['redraws']} redraws): fixed {r['fixed']}/{r['think_failures']} think failures ({r['fixed_share']:.2f}), broke {r['broken']} successes ({r['broken_share']:.3f}); "
+                     f"first round: revised {r['revised']} pictures, {r['revised_wrong']} of them wrong; verdict right for {r['verdict_accuracy']:.3f}"
                      + ("" if r["reading_exact"] is None else f"; read the picture exactly for {r['reading_exact']:.3f}"))
     return "\n".join(lines)
 
@@ -142,7 +170,7 @@ def run_eval(args) -> int:
     directory, name = resolve_model(args.model)
     backend = JanusBackend.from_pretrained(directory, device=args.device, name=name, engine=args.engine)
     cfg = args.cfg if args.cfg is not None else backend.info.default_cfg_scale
-    settings = EvalSettings(prompts=args.prompts, seed=args.seed, cfg_scale=cfg, temperature=args.temperature)
+    settings = EvalSettings(prompts=args.prompts, seed=args.seed, cfg_scale=cfg, temperature=args.temperature, reflect_rounds=check_reflect_rounds(args.reflect_rounds))
     results = evaluate(backend, modes, settings)
     print(table(results))
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -160,6 +188,7 @@ def add_eval_command(commands) -> None:
     parser.add_argument("--seed", type=int, default=EvalSettings.seed)
     parser.add_argument("--cfg", type=float, default=None, help="guidance scale; default: the model's own")
     parser.add_argument("--temperature", type=float, default=EvalSettings.temperature)
+    parser.add_argument("--reflect-rounds", type=int, default=EvalSettings.reflect_rounds, help=f"reflect mode: looks at a picture and its redraws, at most (1-{MAX_REFLECT_ROUNDS})")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE, help="decode engine")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/eval-shapes.json"))

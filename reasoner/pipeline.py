@@ -15,7 +15,7 @@ from PIL import Image
 
 from .backends.base import Backend, ModelInfo
 from .errors import InvalidPromptError, PlanError
-from .records import MAX_CANDIDATES, Candidate, DrawSettings, Plan, Reflection, Turn
+from .records import Candidate, DrawSettings, Plan, Reflection, ReflectionRound, Turn, check_reflect_rounds, redraw_seed
 from .shapes.plan import extract_plan_text, parse_plan, plan_reasoning
 from .shapes.requirements import plan_with_reasoning
 
@@ -128,14 +128,32 @@ class ReasonerPipeline:
         text = self.backend.write_reflection(prompt, "" if plan is None else self.model_text(plan), image, seed, temperature)
         return Reflection(text, revised_plan_in(text))
 
-    def redraw(self, prompt: str, plan: Plan | str, reflection: Reflection, settings: DrawSettings) -> list[Candidate]:
-        """Draw again from the reflection's revised plan (or the same plan if it revised nothing)."""
-        revised = reflection.revised_plan if reflection.needs_revision else plan
-        return self.draw(prompt, revised, settings)
+    def plan_to_redraw(self, plan: Plan | str | None, reflection: Reflection) -> Plan | str | None:
+        """What a redraw draws from: the reflection's revised plan, or `plan` if it revised nothing.
 
-    def __call__(self, prompt: str, settings: DrawSettings = DrawSettings(), think: bool = True, plan: Plan | str | None = None, reflect: bool = False) -> Turn:
+        A revision the model wrote with no reasoning of its own (a bare `Plan: ...`) keeps the
+        reasoning of the plan it revises: the reasoning about the prompt stands and the revision
+        changes what to draw. That is the form the model learned to draw from and to reflect on;
+        the reasoning a bare plan would otherwise get (`model_text`) reads off its clauses, and the
+        shapes model misread redraws drawn from it on a second look (three triangles read as two).
+        A person's revision is drawn as they wrote it, as any plan of theirs.
+        """
+        if not reflection.needs_revision:
+            return plan
+        revised = reflection.revised_plan
+        reasoning = plan_reasoning(plan.text if isinstance(plan, Plan) else plan or "")
+        if revised.source != "model" or not reasoning or plan_reasoning(revised.text):
+            return revised
+        return Plan(f"{reasoning} Plan: {revised.body}", source=revised.source)
+
+    def redraw(self, prompt: str, plan: Plan | str | None, reflection: Reflection, settings: DrawSettings) -> list[Candidate]:
+        """Draw again from the reflection's revision of `plan` (`plan_to_redraw`)."""
+        return self.draw(prompt, self.plan_to_redraw(plan, reflection), settings)
+
+    def __call__(self, prompt: str, settings: DrawSettings = DrawSettings(), think: bool = True, plan: Plan | str | None = None, reflect: bool = False, reflect_rounds: int = 1) -> Turn:
         # 1. Check inputs
         turn = Turn(prompt=self.check_prompt(prompt), settings=settings)
+        check_reflect_rounds(reflect_rounds)
         # 2. Think: the model's plan, unless a person gave one or thinking is off
         if plan is not None:
             turn.plan = self.check_plan(plan)
@@ -143,20 +161,28 @@ class ReasonerPipeline:
             turn.plan = self.think(turn.prompt, settings.seed, settings.plan_temperature)
         # 3. Draw the candidates
         turn.candidates = self.draw(turn.prompt, turn.plan, settings)
-        if not reflect:
-            return turn
-        # 4. Reflect on each candidate; 5. redraw those whose reflection revised the plan
-        for candidate in turn.candidates:
-            reflection = self.reflect(turn.prompt, turn.plan, candidate.image, candidate.seed, settings.plan_temperature)
-            turn.reflections.append(reflection)
-            refined = None
-            if reflection.needs_revision:
-                # A fresh seed, past every first-draw seed, so a redraw of an unchanged plan differs.
-                single = DrawSettings(**{**settings.__dict__, "n": 1, "seed": candidate.seed + MAX_CANDIDATES})
-                refined = self.redraw(turn.prompt, turn.plan, reflection, single)[0]
-                refined.index = candidate.index
-            turn.refined.append(refined)
+        # 4. Reflect on each candidate and redraw it from the revised plan, then look at the redraw,
+        #    until a reflection finds the picture right or `reflect_rounds` are spent
+        if reflect:
+            turn.rounds = [self.reflection_rounds(turn.prompt, turn.plan, candidate, settings, reflect_rounds) for candidate in turn.candidates]
         return turn
+
+    def reflection_rounds(self, prompt: str, plan: Plan | None, candidate: Candidate, settings: DrawSettings, rounds: int) -> list[ReflectionRound]:
+        """At most `rounds` looks at a candidate, each at the picture the one before redrew."""
+        done: list[ReflectionRound] = []
+        picture = candidate
+        for round_number in range(1, rounds + 1):
+            reflection = self.reflect(prompt, plan, picture.image, picture.seed, settings.plan_temperature)
+            if not reflection.needs_revision:
+                done.append(ReflectionRound(reflection, None, None))
+                break
+            # A fresh seed for every round, so a redraw of an unchanged plan differs.
+            single = DrawSettings(**{**settings.__dict__, "n": 1, "seed": redraw_seed(candidate.seed, round_number)})
+            plan = self.plan_to_redraw(plan, reflection)
+            picture = self.draw(prompt, plan, single)[0]
+            picture.index = candidate.index
+            done.append(ReflectionRound(reflection, picture, plan))
+        return done
 
 
 def revised_plan_in(reflection_text: str) -> Plan | None:

@@ -12,6 +12,22 @@ from .shapes.plan import extract_plan_text  # SHAPES.md's rule, which every worl
 
 MAX_CANDIDATES = 16
 MAX_SEED = 2**31 - 1
+MAX_REFLECT_ROUNDS = 4
+# The highest first seed: candidate k of a turn draws with `seed + k` and its redraw in reflection
+# round r with `seed + k + r * MAX_CANDIDATES` (`redraw_seed`), all within MAX_SEED.
+LAST_SEED = MAX_SEED - (1 + MAX_REFLECT_ROUNDS) * MAX_CANDIDATES
+
+
+def check_reflect_rounds(rounds: int) -> int:
+    if not 1 <= rounds <= MAX_REFLECT_ROUNDS:
+        raise InvalidSettingError(f"reflect_rounds={rounds} is out of range 1..{MAX_REFLECT_ROUNDS}")
+    return rounds
+
+
+def redraw_seed(candidate_seed: int, round_number: int) -> int:
+    """The seed of a candidate's redraw in reflection round `round_number` (1, 2, ...): past every
+    first-draw seed of its turn and every earlier round's, so a redraw of an unchanged plan differs."""
+    return candidate_seed + round_number * MAX_CANDIDATES
 
 
 @dataclass(frozen=True)
@@ -42,7 +58,7 @@ class Reflection:
 @dataclass(frozen=True)
 class DrawSettings:
     """How candidates are drawn. Candidate k gets seed `seed + k`, so each one reproduces alone;
-    a whole turn's redraw of candidate k uses `seed + k + MAX_CANDIDATES`."""
+    its redraw in a turn's reflection round r uses `redraw_seed(seed + k, r)`."""
 
     n: int = 4
     seed: int = 0
@@ -54,7 +70,7 @@ class DrawSettings:
     def __post_init__(self):
         checks = [
             (1 <= self.n <= MAX_CANDIDATES, f"n={self.n} is out of range: draw 1 to {MAX_CANDIDATES} candidates"),
-            (0 <= self.seed <= MAX_SEED - 2 * MAX_CANDIDATES, f"seed={self.seed} is out of range 0..{MAX_SEED - 2 * MAX_CANDIDATES}"),
+            (0 <= self.seed <= LAST_SEED, f"seed={self.seed} is out of range 0..{LAST_SEED}"),
             (1.0 <= self.cfg_scale <= 20.0, f"cfg_scale={self.cfg_scale} is out of range 1..20"),
             (0.0 <= self.temperature <= 5.0, f"temperature={self.temperature} is out of range 0..5"),
             (0.0 <= self.plan_temperature <= 5.0, f"plan_temperature={self.plan_temperature} is out of range 0..5"),
@@ -79,12 +95,32 @@ class Candidate:
 
 
 @dataclass
+class ReflectionRound:
+    """One look at a picture: what the model said, and what it drew again and from which plan
+    (both None: it found the picture right, which ends a candidate's rounds)."""
+
+    reflection: Reflection
+    redrawn: Candidate | None
+    plan: Plan | None  # the plan `redrawn` was drawn from (`ReasonerPipeline.plan_to_redraw`)
+
+
+@dataclass
 class Turn:
-    """One prompt's way through think -> draw -> reflect -> redraw."""
+    """One prompt's way through think -> draw -> reflect -> redraw (-> reflect -> redraw ...)."""
 
     prompt: str
     settings: DrawSettings
     plan: Plan | None = None
     candidates: list[Candidate] = field(default_factory=list)
-    reflections: list[Reflection | None] = field(default_factory=list)  # one per candidate
-    refined: list[Candidate | None] = field(default_factory=list)  # redrawn where a reflection revised
+    rounds: list[list[ReflectionRound]] = field(default_factory=list)  # per candidate, in order; empty unless the turn reflected
+
+    @property
+    def reflections(self) -> list[Reflection]:
+        """Per candidate, the reflection behind its final picture: the last one that revised the
+        plan, or the first one when every round found the picture right."""
+        return [next((r.reflection for r in reversed(rounds) if r.redrawn is not None), rounds[0].reflection) for rounds in self.rounds]
+
+    @property
+    def refined(self) -> list[Candidate | None]:
+        """Per candidate, its final redrawn picture; None where no reflection revised the plan."""
+        return [next((r.redrawn for r in reversed(rounds) if r.redrawn is not None), None) for rounds in self.rounds]

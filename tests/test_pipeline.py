@@ -93,6 +93,23 @@ def test_reflect_then_redraw_from_a_revised_plan(tiny_pipeline):
     assert torch.equal(unchanged[0].image_tokens, candidates[0].image_tokens)
 
 
+def test_a_bare_revision_keeps_the_reasoning_of_the_plan_it_revises(tiny_pipeline):
+    planned = Plan("a square has 4 sides; needed: 4 red squares, nothing else. Plan: red square @ top-left; red circle @ top-center")
+    bare = Reflection("I see ...; needed: 4 red squares. Plan: red square @ top-left; red square @ top-center", Plan("Plan: red square @ top-left; red square @ top-center"))
+    redraw = tiny_pipeline.plan_to_redraw(planned, bare)
+    assert redraw.text == "a square has 4 sides; needed: 4 red squares, nothing else. Plan: red square @ top-left; red square @ top-center"
+    assert redraw.source == "model"
+    # a revision with reasoning of its own is drawn as it is; so is one of a plan with none, and a person's
+    reasoned = Reflection("wrong", Plan("needed: 2 red squares. Plan: red square @ top-left; red square @ top-center"))
+    assert tiny_pipeline.plan_to_redraw(planned, reasoned) is reasoned.revised_plan
+    assert tiny_pipeline.plan_to_redraw(Plan("red square @ top-left", source="person"), bare) is bare.revised_plan
+    assert tiny_pipeline.plan_to_redraw(None, bare) is bare.revised_plan
+    edited = Reflection("wrong", Plan("red square @ top-left", source="person"), source="person")
+    assert tiny_pipeline.plan_to_redraw(planned, edited) is edited.revised_plan  # a person's, as written
+    # nothing revised: the plan as it was
+    assert tiny_pipeline.plan_to_redraw(planned, Reflection("the image is right.", None)) is planned
+
+
 def reading_as(backend, reads):
     """The backend with its reflections reading pictures as `reads` says."""
     reader = copy.copy(backend)

@@ -60,7 +60,8 @@ def test_think_draw_prefer_reflect_redraw_on_the_taught_model(taught):
 
     assert "best is #2" in taught.prefer(draw_id, "best", 2, "", request=None)
     reflection, revised, reflection_id, note = taught.reflect(draw_id, 2, 0, ENGINE, request=None)
-    assert reflection == REFLECTION and revised == "Plan: blue circle @ middle-center" and "revised" in note
+    # the revision is shown as it will be drawn: under the reasoning of the plan it revises
+    assert reflection == REFLECTION and revised == "the sky is blue. Plan: blue circle @ middle-center" and "revised" in note
 
     edited = "blue circle @ bottom-right"
     _, (gallery, redraw_id, turn, *_) = last(taught.redraw(reflection_id, reflection, edited, **SETTINGS, request=None))

@@ -8,7 +8,7 @@ import random
 import re
 
 from reasoner.errors import InvalidSettingError, PlanError
-from reasoner.records import MAX_CANDIDATES, MAX_SEED, DrawSettings
+from reasoner.records import LAST_SEED, DrawSettings
 from reasoner.store import PreferenceError
 
 MAX_REFLECTION_CHARS = 4000
@@ -45,7 +45,7 @@ def number(value, name: str) -> float:
 def pick_seed(seed, random_seed: bool) -> int:
     """The seed to use: a fresh one when "random" is ticked (shown back, so it reproduces)."""
     if random_seed:
-        return random.SystemRandom().randint(0, MAX_SEED - MAX_CANDIDATES)
+        return random.SystemRandom().randint(0, LAST_SEED)
     return whole_number(seed, "seed")
 
 

@@ -130,7 +130,8 @@ class Studio:
             pipeline = self.models.pipeline(engine)
             drawn_from = Plan(draw.plan, draw.plan_source or "model") if draw.plan else None  # None: a direct draw
             reflection = pipeline.reflect(draw.prompt, drawn_from, picture, chosen.seed, forms.number(plan_temperature, "plan temperature"))
-            revised = reflection.revised_plan.text if reflection.needs_revision else None
+            # the revision as it would be drawn: a bare one keeps the drawn plan's reasoning
+            revised = pipeline.plan_to_redraw(drawn_from, reflection).text if reflection.needs_revision else None
             stored = self.store.reflect(self.actor(request, engine), draw.draw_id, index, reflection.text, revised)
         shown = revised if revised is not None else (draw.plan or "")
         status = (f"The model revised the plan after looking at #{index + 1}." if revised is not None
