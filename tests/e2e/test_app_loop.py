@@ -82,7 +82,8 @@ def test_reflect_on_the_models_own_plan_revises_it(live_studio):
     plan, _, turn_id, _ = client.predict(PROMPT, 0, False, 0, "hf", api_name="/think")
     draw_id = client.predict(PROMPT, plan, turn_id, 1, 0, **SETTINGS, api_name="/draw")[1]
     reflection, revised, reflection_id, status = client.predict(draw_id, 1, 0, "hf", api_name="/reflect")
-    assert (reflection, revised) == (REFLECTION, "Plan: blue circle @ middle-center") and "revised" in status
+    # the revision is shown under the reasoning of the plan it revises, as it will be drawn
+    assert (reflection, revised) == (REFLECTION, "the sky is blue. Plan: blue circle @ middle-center") and "revised" in status
     redraw_id = client.predict(reflection_id, reflection, revised, 1, 0, **SETTINGS, api_name="/redraw")[1]
     assert rows(live_studio, "SELECT p.source, p.reflection_id FROM draws d JOIN plans p ON p.id = d.plan_id WHERE d.id = ?", redraw_id) == [
         ("model", reflection_id)
