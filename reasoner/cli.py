@@ -151,13 +151,11 @@ def turn_rows(turn: Turn, prompt_index: int, args, model_name: str, save_png) ->
             "model": model_name, "engine": args.engine,
         }
         if turn.rounds:
-            rounds = turn.rounds[k]
-            redrawn = [r for r in rounds if r.redrawn is not None]
-            final = redrawn[-1] if redrawn else rounds[0]
+            final = turn.final_round(k)
             row["reflection"] = final.reflection.text
-            row["reflections"] = [r.reflection.text for r in rounds]  # every look, in order
+            row["reflections"] = [r.reflection.text for r in turn.rounds[k]]  # every look, in order
             row["first_image"] = name
-            if redrawn:
+            if final.redrawn is not None:
                 refined_name = f"images/p{prompt_index:04d}-c{candidate.index:02d}-refined.png"
                 save_png(final.redrawn.image, args.out / refined_name, {**base_recipe, "seed": final.redrawn.seed, "plan": final.plan.text, "reflection": final.reflection.text})
                 row.update(image=refined_name, plan=final.plan.text, seed=final.redrawn.seed, first_plan=plan_text, first_seed=candidate.seed)

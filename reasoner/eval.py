@@ -108,7 +108,7 @@ def reflect_and_redraw(pipeline: ReasonerPipeline, prompts, plans: list[str], pi
     for round_number in range(1, settings.reflect_rounds + 1):
         progress(f"reflect round {round_number}: {len(active)} reflections")
         # each look with the seed of the picture it looks at, as in the pipeline
-        looked_at = [seeds[i] if round_number == 1 else redraw_seed(seeds[i], round_number - 1) for i in active]
+        looked_at = [redraw_seed(seeds[i], round_number - 1) for i in active]
         reflections = write_reflections(backend, [prompts[i] for i in active], [current_plans[i] for i in active], [final[i] for i in active], looked_at, 0.0, settings.batch_size)
         revised = [revised_plan_in(text) for text in reflections]
         if round_number == 1:

@@ -26,7 +26,8 @@ def check_reflect_rounds(rounds: int) -> int:
 
 def redraw_seed(candidate_seed: int, round_number: int) -> int:
     """The seed of a candidate's redraw in reflection round `round_number` (1, 2, ...): past every
-    first-draw seed of its turn and every earlier round's, so a redraw of an unchanged plan differs."""
+    first-draw seed of its turn and every earlier round's, so a redraw of an unchanged plan differs.
+    Round 0 is the first draw: the candidate's own seed."""
     return candidate_seed + round_number * MAX_CANDIDATES
 
 
@@ -114,13 +115,18 @@ class Turn:
     candidates: list[Candidate] = field(default_factory=list)
     rounds: list[list[ReflectionRound]] = field(default_factory=list)  # per candidate, in order; empty unless the turn reflected
 
+    def final_round(self, k: int) -> ReflectionRound:
+        """The round behind candidate k's final picture: the last one that redrew it, or the first
+        look when every look found the picture right."""
+        rounds = self.rounds[k]
+        return next((r for r in reversed(rounds) if r.redrawn is not None), rounds[0])
+
     @property
     def reflections(self) -> list[Reflection]:
-        """Per candidate, the reflection behind its final picture: the last one that revised the
-        plan, or the first one when every round found the picture right."""
-        return [next((r.reflection for r in reversed(rounds) if r.redrawn is not None), rounds[0].reflection) for rounds in self.rounds]
+        """Per candidate, the reflection behind its final picture (`final_round`)."""
+        return [self.final_round(k).reflection for k in range(len(self.rounds))]
 
     @property
     def refined(self) -> list[Candidate | None]:
         """Per candidate, its final redrawn picture; None where no reflection revised the plan."""
-        return [next((r.redrawn for r in reversed(rounds) if r.redrawn is not None), None) for rounds in self.rounds]
+        return [self.final_round(k).redrawn for k in range(len(self.rounds))]
