@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from weights.recipe.data import DrawPool, make_draw_pool
 from weights.recipe.sequences import IMAGE, TEXT, draw_only, dropped_context, think_and_draw
@@ -108,6 +109,15 @@ def test_a_tiny_recipe_run_writes_a_loadable_model(tmp_path):
                                 "--reflect-adapter-rank", "2", "--out", str(tmp_path / "out5")]) == 0
     continued = JanusBackend.from_pretrained(tmp_path / "out5").reflect_model.state_dict()
     assert any(not torch.equal(continued[k], v) for k, v in reflecting.items())
+    # a seventh trains drawing only and keeps the start's reflection adapter as it was
+    redraw = [a if a != str(tmp_path / "work") else str(tmp_path / "work6") for a in args]
+    assert main(redraw + ["--start-from", str(tmp_path / "out4"), "--reflect-steps", "0", "--out", str(tmp_path / "out6")]) == 0
+    redrawn = JanusBackend.from_pretrained(tmp_path / "out6")
+    assert redrawn.template.reflect_adapter == "reflection"
+    assert any(not torch.equal(kept[k], v) for k, v in redrawn.model.state_dict().items())
+    kept_adapter, shipped_adapter = (load_file(d / "reflection" / "adapter_model.safetensors") for d in (tmp_path / "out4", tmp_path / "out6"))
+    assert kept_adapter.keys() == shipped_adapter.keys() and all(torch.equal(kept_adapter[k], shipped_adapter[k]) for k in kept_adapter)
+    assert "reflect_steps" not in json.loads((tmp_path / "work6" / "taken.json").read_text())
 
 
 def test_hours_share_the_time_among_stages_and_bad_values_are_refused():
@@ -117,7 +127,7 @@ def test_hours_share_the_time_among_stages_and_bad_values_are_refused():
 
     recipe = ShapesRecipe(hours=2, draw_seconds=100)
     assert (recipe.vq_seconds, recipe.draw_seconds, recipe.reflect_seconds) == (1080, 100, 2160)
-    for bad in ({"hours": -1}, {"unrelated_share": 1.0}, {"draw_share": -0.1}, {"reflect_vision_lr_scale": 0.0}, {"draw_steps": 0}, {"reflect_adapter_rank": 4, "start_from": "x", "draw_steps": 0}, {"lm_batch": 0}, {"device": "tpu"}):
+    for bad in ({"hours": -1}, {"unrelated_share": 1.0}, {"draw_share": -0.1}, {"reflect_vision_lr_scale": 0.0}, {"draw_steps": 0}, {"reflect_steps": 0}, {"reflect_adapter_rank": 4, "start_from": "x", "draw_steps": 0}, {"lm_batch": 0}, {"device": "tpu"}):
         with pytest.raises(ValueError):
             ShapesRecipe(**bad)
 
@@ -191,3 +201,26 @@ def test_synthetic_wrong_plans_are_drawn_as_planned_and_revised_to_the_prompt():
         assert score_scene(parse_plan(extract_plan_text(row.reflection)), row.prompt).passed  # revised to the prompt
     without = synthetic_reflections(bundled, vq, count=24, seed=0, device="cpu")
     assert all(score_scene(planned(r), r.prompt).passed for r in without)
+
+    # a right plan drawn with a slip is revised to a right plan of another layout
+    slipped = [r for r in without if "; needed: " in r.reflection]
+    assert len(slipped) >= 8
+    for row in slipped:
+        revised = parse_plan(extract_plan_text(row.reflection))
+        assert score_scene(revised, row.prompt).passed
+    assert sum(parse_plan(extract_plan_text(r.reflection)) != planned(r) for r in slipped) >= len(slipped) - 2  # placement prompts allow one layout
+
+
+def test_another_layout_differs_where_the_prompt_allows_it():
+    import random
+
+    from reasoner.shapes import sample_scene_for, score_scene
+    from weights.recipe.reflections import another_layout
+
+    rng = random.Random(0)
+    for prompt in ("a red circle", "three squares", "a blue circle left of a red square", "a circle the color of the sky"):
+        drawn = sample_scene_for(prompt, rng)
+        other = another_layout(prompt, drawn, rng)
+        assert other != drawn and score_scene(other, prompt).passed
+    only = sample_scene_for("a red square in the center", rng)
+    assert another_layout("a red square in the center", only, rng) == only

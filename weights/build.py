@@ -63,7 +63,7 @@ class ShapesRecipe:
     own_prompts: int = field(default=6000, metadata={"help": "training prompts the model draws for its own reflection data"})
     synthetic_reflections: int = field(default=12000, metadata={"help": "synthetic right/slipped pictures for reflection"})
     wrong_plan_share: float = field(default=0.25, metadata={"help": "share of synthetic reflections whose plan itself breaks the prompt (one slip) and is drawn as planned, so reflection checks pictures against the prompt and not only against the plan"})
-    reflect_steps: int = field(default=2000, metadata={"help": "LM steps on reflections mixed with plans and pictures"})
+    reflect_steps: int = field(default=2000, metadata={"help": "LM steps on reflections mixed with plans and pictures (0 with --start-from: keep its reflection adapter, if it has one, and train none)"})
     reflect_lr: float = field(default=1e-3, metadata={"help": "peak learning rate of the reflection stage"})
     reflect_vision_lr_scale: float = field(default=1.0, metadata={"help": "the vision encoder and its aligner, which only reflection uses, train at reflect_lr times this in the reflection stage (a low reflect_lr then keeps the drawing as it was)"})
     reflect_adapter_rank: int = field(default=0, metadata={"help": "if > 0, reflection is learned by a LoRA adapter of this rank on the language model, which only reflection runs with: the drawing stays exactly as the draw stage (or --start-from) left it, so needs --draw-share 0; 0 trains every weight"})
@@ -88,11 +88,12 @@ class ShapesRecipe:
                 raise ValueError(f"{name} must be in [0, 1), not {getattr(self, name)}")
         if self.reflect_adapter_rank and self.draw_share:
             raise ValueError("with --reflect-adapter-rank the drawing is frozen in the reflection stage: set --draw-share 0")
-        if self.draw_steps == 0 and not self.start_from:
-            raise ValueError("draw_steps 0 keeps the drawing of --start-from, and none is given")
+        for stage in ("draw", "reflect"):
+            if getattr(self, f"{stage}_steps") == 0 and not self.start_from:
+                raise ValueError(f"{stage}_steps 0 keeps the {stage} stage of --start-from, and none is given")
         for f in fields(self):
             value = getattr(self, f.name)
-            may_be_zero = f.name in ("seed", "reflect_adapter_rank") or (f.name == "draw_steps" and self.start_from)
+            may_be_zero = f.name in ("seed", "reflect_adapter_rank") or (f.name in ("draw_steps", "reflect_steps") and self.start_from)
             if isinstance(value, (int, float)) and not may_be_zero and not f.name.endswith(("seconds", "share", "hours")) and value <= 0:
                 raise ValueError(f"{f.name} must be positive, not {value}")
 
@@ -171,7 +172,15 @@ def build_shapes(recipe: ShapesRecipe, work: Path, out: Path) -> None:
 
     # 4. Reflection, on the model's own pictures
     template = replace(SHAPES_TEMPLATE, reflect_adapter=REFLECTION_ADAPTER if recipe.reflect_adapter_rank else "")
-    if not (reflect_dir / "config.json").is_file():
+    if recipe.reflect_steps == 0 and not (reflect_dir / "config.json").is_file():
+        # the start's reflection kept: its adapter (trained on the start's drawing) travels as it is
+        log("stage 4/4: kept as --start-from reflected")
+        started = JanusTemplate.load(recipe.start_from).reflect_adapter
+        template = replace(SHAPES_TEMPLATE, reflect_adapter=REFLECTION_ADAPTER if started else "")
+        save_model_dir(reflect_dir, model, tokenizer, image_processor, template)
+        if started:
+            shutil.copytree(Path(recipe.start_from, started), reflect_dir / REFLECTION_ADAPTER)
+    elif not (reflect_dir / "config.json").is_file():
         prompts = [p.prompt for p in make_suite("train", recipe.own_prompts, recipe.seed + 2)]
         log(f"stage 4/4: sampling the model on {len(prompts)} training prompts")
         own, pass_rate = own_reflections(backend, prompts, recipe.seed, recipe.sample_cfg, recipe.sample_temperature, recipe.sample_batch)
@@ -194,6 +203,7 @@ def build_shapes(recipe: ShapesRecipe, work: Path, out: Path) -> None:
         save_model_dir(reflect_dir, model, tokenizer, image_processor, template)
     else:
         model.load_state_dict(JanusForConditionalGeneration.from_pretrained(reflect_dir).state_dict())
+        template = JanusTemplate.load(reflect_dir)  # as the stage that ran wrote it
 
     # 5. Ship: fp16 weights, a quarter of the float32 size
     model.to("cpu", torch.float16)

@@ -58,7 +58,8 @@ def own_reflections(backend: JanusBackend, prompts: list[str], seed: int, cfg_sc
             passed += 1
             examples.append(ReflectExample(prompt, plan, picture, reflection_text(prompt, score.scene, None)))
             continue
-        revised = plan_scene_if_right(plan, prompt) or sample_scene_for(prompt, rng)
+        right_plan = plan_scene_if_right(plan, prompt)
+        revised = another_layout(prompt, right_plan, rng) if right_plan else sample_scene_for(prompt, rng)
         examples.append(ReflectExample(prompt, plan, picture, reflection_text(prompt, score.scene, revised)))
     return examples, passed / max(1, len(prompts))
 
@@ -69,6 +70,19 @@ def plan_scene_if_right(plan: str, prompt: str) -> Scene | None:
     except PlanError:
         return None
     return scene if score_scene(scene, prompt).passed else None
+
+
+def another_layout(prompt: str, drawn: Scene, rng: random.Random, tries: int = 12) -> Scene:
+    """A scene that satisfies `prompt` other than `drawn`, or `drawn` where the prompt allows no other.
+
+    A right plan drawn wrong is revised to another layout: a slip that one layout invites (the
+    bundled model drew "as many red squares as a square has sides" as circles in every redraw of
+    its plan) is not repeated by a redraw of the same plan with a fresh seed."""
+    for _ in range(tries):
+        scene = sample_scene_for(prompt, rng)
+        if scene != drawn:
+            return scene
+    return drawn
 
 
 def perturb(scene: Scene, rng: random.Random) -> Scene:
@@ -96,7 +110,8 @@ def perturb(scene: Scene, rng: random.Random) -> Scene:
 def synthetic_reflections(backend: JanusBackend, vq, count: int, seed: int, device: str, wrong_plan_share: float = 0.0) -> list[ReflectExample]:
     """Correct and slipped pictures of training prompts, as the VQ would decode them.
 
-    A right plan is drawn right or with one slip. `wrong_plan_share` of the rows instead have a
+    A right plan is drawn right or with one slip, and a slip is revised to another layout
+    (`another_layout`). `wrong_plan_share` of the rows instead have a
     plan with a slip that breaks the prompt, drawn as planned: the picture matches its plan and is
     still wrong, so reflection learns to check the picture against the prompt (a model's own plan
     can be wrong: "a triangle right of a circle" planned left of it) and not only against the plan.
@@ -123,7 +138,8 @@ def synthetic_reflections(backend: JanusBackend, vq, count: int, seed: int, devi
     examples = []
     for (prompt, right, planned, _), picture in zip(rows, images_from_pixels(decoded)):
         score = score_image(picture, prompt)
-        reflection = reflection_text(prompt, score.scene, None if score.passed else right)
+        revised = right if planned is not right else another_layout(prompt, right, rng)
+        reflection = reflection_text(prompt, score.scene, None if score.passed else revised)
         examples.append(ReflectExample(prompt, plan_text(prompt, planned), picture, reflection))
     return examples
 
