@@ -57,6 +57,14 @@ def test_only_reflection_runs_with_the_adapter(model_dirs):
     assert reflection != plain_reflection
 
 
+def test_the_reflecting_model_shares_every_weight_the_adapter_does_not_change(model_dirs):
+    backend = JanusBackend.from_pretrained(model_dirs[1], name="tiny", engine="hf")
+    drawing = {id(t) for t in [*backend.model.parameters(), *backend.model.buffers()]}
+    own = {name for name, t in [*backend.reflect_model.named_parameters(), *backend.reflect_model.named_buffers()] if id(t) not in drawing}
+    assert own and all(".language_model.layers." in name and name.endswith("_proj.weight") for name in own)
+    assert backend.reflect_model.model.vqmodel.quantize.embedding.weight is backend.model.model.vqmodel.quantize.embedding.weight
+
+
 @pytest.mark.parametrize("engine", ["fast", "onnx"])
 def test_engines_reflect_with_the_adapter_as_hf_does(model_dirs, engine, onnx_cache):
     directory = model_dirs[1]

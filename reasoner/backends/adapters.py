@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.tuners_utils import check_target_module_exists
 from safetensors.torch import load_file, save_file
 
 from ..errors import ModelLoadError, one_line
@@ -47,12 +48,33 @@ def save_reflection_adapter(adapted: PeftModel, directory: Path, dtype: torch.dt
     save_file({k: v.to(dtype).contiguous() for k, v in load_file(weights).items()}, weights)
 
 
+def copy_for_adapter(model, config: LoraConfig):
+    """A copy of `model` that owns only the weights the adapter of `config` changes (the modules
+    peft's own matcher picks) and shares every other tensor with `model`, so that a 7B model with
+    an adapter does not hold a second vision tower, VQ, embedding and heads."""
+    memo = {}
+    for module_name, module in model.named_modules():
+        if module_name and bool(check_target_module_exists(config, module_name)):
+            continue
+        for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
+            memo[id(tensor)] = tensor  # deepcopy returns what the memo holds: shared, not copied
+    return copy.deepcopy(model, memo)
+
+
 def with_reflection_adapter(model, directory: Path):
-    """A copy of `model` with the adapter in `directory` merged into its weights; `model` is untouched."""
+    """A copy of `model` with the adapter in `directory` merged into its weights; `model` is untouched.
+    The copy shares every weight the adapter does not change with `model` (`copy_for_adapter`)."""
     if not Path(directory, "adapter_config.json").is_file() or not Path(directory, ADAPTER_WEIGHTS).is_file():
         raise ModelLoadError(f"reflection adapter {directory} needs adapter_config.json and {ADAPTER_WEIGHTS}")
     try:
-        adapted = PeftModel.from_pretrained(copy.deepcopy(model), directory, use_safetensors=True)
+        config = LoraConfig.from_pretrained(directory)
+    except Exception as error:
+        raise ModelLoadError(f"reflection adapter {directory}: adapter_config.json is not a LoRA config ({one_line(error)})") from None
+    for field in ("modules_to_save", "target_parameters", "trainable_token_indices"):
+        if getattr(config, field, None):  # these change weights outside the matched modules
+            raise ModelLoadError(f"reflection adapter {directory} sets {field}; a reflection adapter may only add LoRA to modules")
+    try:
+        adapted = PeftModel.from_pretrained(copy_for_adapter(model, config), directory, use_safetensors=True)
     except Exception as error:  # peft raises many kinds here; all mean "cannot load"
         raise ModelLoadError(f"reflection adapter {directory} could not be loaded ({one_line(error)})") from None
     return adapted.merge_and_unload().eval()
