@@ -84,6 +84,12 @@ def evaluate(backend: JanusBackend, modes: list[str], settings: EvalSettings) ->
             "fixed_share": sum(after[i] for i in failures) / max(1, len(failures)),
             "broken": sum(not after[i] for i in successes),
             "broken_share": sum(not after[i] for i in successes) / max(1, len(successes)),
+            # each think failure as the checker and the reflection saw it, to tell its kind
+            "failure_cases": [{
+                "prompt": prompts[i], "category": suite[i].category, "plan": plans[i],
+                "seen": scene_reading(detect(pictures[i]).scene), "reflection": reflections[i],
+                "final_seen": scene_reading(detect(final[i]).scene), "redraws": redraws[i], "fixed": after[i],
+            } for i in failures],
         }
     if "follow" in modes:
         rng = random.Random(settings.seed + 1)

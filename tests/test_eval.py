@@ -6,6 +6,7 @@ from reasoner.batched import draw_pictures, write_plans, write_reflections
 from reasoner.cli import main
 from reasoner.eval import EvalSettings, evaluate, table
 from reasoner.records import DrawSettings, Plan
+from reasoner.shapes import make_suite
 
 PROMPTS = ["a red circle", "a blue square", "two circles the color of the sky", "a green triangle"]
 # with its reasoning, so the pipeline draws it as written (a bare plan gets the reasoning it implies)
@@ -37,6 +38,9 @@ def test_eval_reports_every_mode(tiny_backend):
     # the verdict is right where the revisions of wrong pictures and the silences on right ones add up
     right = reflect["revised_wrong"] + (8 - reflect["think_failures"]) - (reflect["revised"] - reflect["revised_wrong"])
     assert reflect["verdict_accuracy"] == right / 8
+    cases = reflect["failure_cases"]
+    assert len(cases) == reflect["think_failures"] and sum(c["fixed"] for c in cases) == reflect["fixed"]
+    assert all(c["prompt"] in [p.prompt for p in make_suite("dev", 8, 0)] for c in cases)
     assert "think" in table(results) and "fixed" in table(results)
 
 
