@@ -51,7 +51,8 @@ def save_reflection_adapter(adapted: PeftModel, directory: Path, dtype: torch.dt
 def copy_for_adapter(model, config: LoraConfig):
     """A copy of `model` that owns only the weights the adapter of `config` changes (the modules
     peft's own matcher picks) and shares every other tensor with `model`, so that a 7B model with
-    an adapter does not hold a second vision tower, VQ, embedding and heads."""
+    an adapter does not hold a second vision tower, VQ, embedding and heads. The copied weights
+    are a snapshot: code that trains the model in place (finetune) must merge the adapter again."""
     memo = {}
     for module_name, module in model.named_modules():
         if module_name and bool(check_target_module_exists(config, module_name)):
