@@ -66,8 +66,9 @@ def evaluate(backend: JanusBackend, modes: list[str], settings: EvalSettings) ->
     if "reflect" in modes:
         final, reflections, revised, redraws = reflect_and_redraw(pipeline, prompts, plans, pictures, seeds, settings)
         redo = [i for i, plan in enumerate(revised) if plan is not None]
-        before = [score_image(p, s).passed for p, s in zip(pictures, suite)]
-        after = [score_image(p, s).passed for p, s in zip(final, suite)]
+        first_scores = [score_image(p, s) for p, s in zip(pictures, suite)]
+        final_scores = [score_image(p, s) for p, s in zip(final, suite)]
+        before, after = [s.passed for s in first_scores], [s.passed for s in final_scores]
         failures = [i for i, ok in enumerate(before) if not ok]
         successes = [i for i, ok in enumerate(before) if ok]
         results["modes"]["reflect"] = {
@@ -87,8 +88,8 @@ def evaluate(backend: JanusBackend, modes: list[str], settings: EvalSettings) ->
             # each think failure as the checker and the reflection saw it, to tell its kind
             "failure_cases": [{
                 "prompt": prompts[i], "category": suite[i].category, "plan": plans[i],
-                "seen": scene_reading(detect(pictures[i]).scene), "reflection": reflections[i],
-                "final_seen": scene_reading(detect(final[i]).scene), "redraws": redraws[i], "fixed": after[i],
+                "seen": scene_reading(first_scores[i].scene), "reflection": reflections[i],
+                "final_seen": scene_reading(final_scores[i].scene), "redraws": redraws[i], "fixed": after[i],
             } for i in failures],
         }
     if "follow" in modes:

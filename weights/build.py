@@ -172,14 +172,15 @@ def build_shapes(recipe: ShapesRecipe, work: Path, out: Path) -> None:
 
     # 4. Reflection, on the model's own pictures
     template = replace(SHAPES_TEMPLATE, reflect_adapter=REFLECTION_ADAPTER if recipe.reflect_adapter_rank else "")
+    started = JanusTemplate.load(recipe.start_from).reflect_adapter if recipe.start_from else ""
+    start_adapter = Path(recipe.start_from, started) if started else None  # --start-from's reflection adapter
     if recipe.reflect_steps == 0 and not (reflect_dir / "config.json").is_file():
         # the start's reflection kept: its adapter (trained on the start's drawing) travels as it is
         log("stage 4/4: kept as --start-from reflected")
-        started = JanusTemplate.load(recipe.start_from).reflect_adapter
-        template = replace(SHAPES_TEMPLATE, reflect_adapter=REFLECTION_ADAPTER if started else "")
+        template = replace(SHAPES_TEMPLATE, reflect_adapter=REFLECTION_ADAPTER if start_adapter else "")
         save_model_dir(reflect_dir, model, tokenizer, image_processor, template)
-        if started:
-            shutil.copytree(Path(recipe.start_from, started), reflect_dir / REFLECTION_ADAPTER)
+        if start_adapter:
+            shutil.copytree(start_adapter, reflect_dir / REFLECTION_ADAPTER)
     elif not (reflect_dir / "config.json").is_file():
         prompts = [p.prompt for p in make_suite("train", recipe.own_prompts, recipe.seed + 2)]
         log(f"stage 4/4: sampling the model on {len(prompts)} training prompts")
@@ -190,8 +191,6 @@ def build_shapes(recipe: ShapesRecipe, work: Path, out: Path) -> None:
         batches = reflect_batches(backend, examples, pool, recipe.lm_batch, recipe.seed, recipe.draw_share)
         adapted = None
         if recipe.reflect_adapter_rank:  # continues --start-from's adapter, where it has one
-            started = JanusTemplate.load(recipe.start_from).reflect_adapter if recipe.start_from else ""
-            start_adapter = Path(recipe.start_from, started) if started else None
             adapted = add_reflection_adapter(model, recipe.reflect_adapter_rank, recipe.seed, start_adapter)
         steps = train_lm(model, batches, recipe.reflect_steps, recipe.reflect_lr, tokenizer.pad_token_id, recipe.device, "reflect",
                          warmup=100, seconds=recipe.reflect_seconds or None, vision_lr_scale=recipe.reflect_vision_lr_scale,

@@ -55,7 +55,7 @@ def copy_for_adapter(model, config: LoraConfig):
     are a snapshot: code that trains the model in place (finetune) must merge the adapter again."""
     memo = {}
     for module_name, module in model.named_modules():
-        if module_name and bool(check_target_module_exists(config, module_name)):
+        if check_target_module_exists(config, module_name):  # peft's _ExcludedModule is falsy
             continue
         for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
             memo[id(tensor)] = tensor  # deepcopy returns what the memo holds: shared, not copied
@@ -75,7 +75,7 @@ def with_reflection_adapter(model, directory: Path):
         if getattr(config, field, None):  # these change weights outside the matched modules
             raise ModelLoadError(f"reflection adapter {directory} sets {field}; a reflection adapter may only add LoRA to modules")
     try:
-        adapted = PeftModel.from_pretrained(copy_for_adapter(model, config), directory, use_safetensors=True)
+        adapted = PeftModel.from_pretrained(copy_for_adapter(model, config), directory, config=config, use_safetensors=True)
     except Exception as error:  # peft raises many kinds here; all mean "cannot load"
         raise ModelLoadError(f"reflection adapter {directory} could not be loaded ({one_line(error)})") from None
     return adapted.merge_and_unload().eval()
