@@ -44,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_command(commands)
 
-    from .engine.bench import add_bench_command
-    from .engine.onnx_export import add_export_command
+    from .commands.bench import add_bench_command
+    from .commands.export_onnx import add_export_command
 
     add_bench_command(commands)
     add_export_command(commands)

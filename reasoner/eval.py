@@ -164,7 +164,7 @@ def table(results: dict) -> str:
 def run_eval(args) -> int:
     from transformers.utils import logging as transformers_logging
 
-    from weights.catalog import resolve_model
+    from .models import resolve_model
 
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()

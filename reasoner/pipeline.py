@@ -28,9 +28,8 @@ class ReasonerPipeline:
 
     @classmethod
     def from_pretrained(cls, model: str = "shapes", device: str = "cpu", dtype=None, engine: str = "hf") -> ReasonerPipeline:
-        from weights.catalog import resolve_model
-
         from .backends.janus import JanusBackend
+        from .models import resolve_model
 
         directory, name = resolve_model(model)
         return cls(JanusBackend.from_pretrained(directory, device=device, dtype=dtype, name=name, engine=engine))

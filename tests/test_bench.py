@@ -3,7 +3,7 @@
 import json
 
 from reasoner.cli import main
-from reasoner.engine.bench import update_results_md
+from reasoner.commands.bench import update_results_md
 
 KEYS = {"model", "engine", "batch", "images_per_s", "ms_per_step", "peak_mem_mb"}
 

@@ -28,15 +28,15 @@ from transformers.utils import logging as transformers_logging
 from reasoner.backends.adapters import add_reflection_adapter, save_reflection_adapter
 from reasoner.backends.janus import JanusBackend
 from reasoner.backends.janus_template import SHAPES_TEMPLATE, JanusTemplate
+from reasoner.models.random_janus import PRESETS, janus_config, save_model_dir
+from reasoner.models.tokenizer import build_tokenizer
 from reasoner.shapes import make_suite
 
-from .random_janus import PRESETS, janus_config, save_model_dir
 from .recipe.data import DrawPool, draw_batches, make_draw_pool
 from .recipe.lm import train_lm
 from .recipe.reflections import own_reflections, reflect_batches, synthetic_reflections
 from .recipe.texts import tokenizer_corpus
 from .recipe.vq import random_scene_pictures, train_vq
-from .tokenizer import build_tokenizer
 
 REFLECTION_ADAPTER = "reflection"  # the adapter's subdirectory in the model directory
 

@@ -1,26 +1,6 @@
-"""Model names the app knows, and where their files are. Nothing here downloads anything."""
+"""The model catalog now lives in the library (`reasoner.models.catalog`); this name stays for
+callers outside it (the UI, tests). The same objects: patching CATALOG here patches it there."""
 
-from __future__ import annotations
+from reasoner.models.catalog import CATALOG, DEFAULT_MODEL, WEIGHTS_DIR, resolve_model
 
-from pathlib import Path
-
-from reasoner.errors import ModelLoadError
-
-WEIGHTS_DIR = Path(__file__).resolve().parent
-CATALOG = {
-    "shapes": WEIGHTS_DIR / "shapes",  # the bundled default (trained on SHAPES.md's world)
-}
-DEFAULT_MODEL = "shapes"
-
-
-def resolve_model(name_or_dir: str) -> tuple[Path, str]:
-    """(directory, display name) for a catalog name or a local directory."""
-    if name_or_dir in CATALOG:
-        directory = CATALOG[name_or_dir]
-        if not (directory / "config.json").is_file():
-            raise ModelLoadError(
-                f"the bundled model {name_or_dir!r} is missing from {directory}: pass --model DIR with a "
-                "Hugging Face Janus directory (`python -m weights.random_janus DIR` writes a small random one)"
-            )
-        return directory, name_or_dir
-    return Path(name_or_dir).expanduser(), name_or_dir
+__all__ = ["CATALOG", "DEFAULT_MODEL", "WEIGHTS_DIR", "resolve_model"]

@@ -4,7 +4,8 @@
 (`fast.py`: static KV cache, prefill and a compiled decode-one-token step, CUDA graphs on GPU) and
 `onnx` (`onnx_runtime.py`: the decoder step, heads and VQ decoder exported to ONNX and run by ONNX
 Runtime) give the reference's tokens for greedy settings and the same sampling distribution, with
-each candidate drawn from its own seed. `bench.py` times them side by side.
+each candidate drawn from its own seed. `reasoner/commands/bench.py` times them side by side.
+The engine reads tensors only: it imports nothing from the backends, the commands or weights/.
 """
 
 from __future__ import annotations

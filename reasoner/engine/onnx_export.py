@@ -2,7 +2,7 @@
 
     python -m reasoner export-onnx --model DIR [--device cpu|cuda] [--out CACHE_DIR]
 
-writes CACHE_DIR/<hash>/ with six graphs (torch.onnx.export, the torch.export-based exporter,
+(the command is `reasoner/commands/export_onnx.py`) writes CACHE_DIR/<hash>/ with six graphs (torch.onnx.export, the torch.export-based exporter,
 opset 18), each a small module over the model's own weights:
 
 | file                  | inputs -> outputs                                                          |
@@ -234,33 +234,3 @@ def export_all(janus: nn.Module, directory: Path, dtype: torch.dtype) -> None:
     if directory.exists():
         shutil.rmtree(directory)
     temporary.rename(directory)
-
-
-# -- the command line -----------------------------------------------------------------------------
-
-
-def add_export_command(commands) -> None:
-    export = commands.add_parser("export-onnx", help="export a model's decoder step, heads and VQ decoder to ONNX (cached by model hash)")
-    export.add_argument("--model", default=os.environ.get("REASONER_MODEL", "shapes"), help="catalog name (shapes) or a local Hugging Face Janus directory")
-    export.add_argument("--out", type=Path, default=None, help="cache directory; the graphs go to OUT/<model hash>/ "
-                        "(default: $REASONER_ONNX_CACHE or ~/.cache/reasoner-studio/onnx, where --engine onnx looks)")
-    export.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="the device the graphs are for: float32 graphs for cpu, float16 for cuda (where models load in bfloat16)")
-    export.set_defaults(run=run_export)
-
-
-def run_export(args) -> int:
-    from transformers.utils import logging as transformers_logging
-
-    from weights.catalog import resolve_model
-
-    from ..backends.janus import JanusBackend
-
-    transformers_logging.set_verbosity_error()
-    directory, name = resolve_model(args.model)
-    # Loaded on the CPU in float32 whatever the target: the export casts a copy, and the cache key
-    # (files + target dtype) is the one the engine computes on the target device.
-    backend = JanusBackend.from_pretrained(directory, device="cpu", dtype=torch.float32, name=name, engine="hf")
-    dtype = export_dtype(torch.bfloat16 if args.device == "cuda" else torch.float32)
-    out = ensure_exported(backend.model, backend.model_dir, dtype, args.out)
-    print(out)
-    return 0

@@ -12,7 +12,7 @@ engines see the same machine. The JSON file gets `{"device", "results": [{"model
 device with other keys are kept), and RESULTS.md a section for the device. Progress goes to stderr.
 
 Model names: `shapes` (the bundled model; its random-weight shape until weights/shapes is built),
-a preset of `weights.random_janus` (`tiny`, `janus-pro-1b`, `janus-pro-7b`: random weights, real
+a preset of `reasoner.models.random_janus` (`tiny`, `janus-pro-1b`, `janus-pro-7b`: random weights, real
 config classes, nothing downloaded), or a Janus directory.
 """
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from . import check_engine
+from ..engine import check_engine
 
 PROMPT = "a red circle left of a blue square"
 PLAN = "red circle @ top-left; blue square @ top-center"
@@ -82,10 +82,9 @@ def device_name(device: str) -> str:
 
 def load_model(spec: str, device: str):
     """(label, model, tokenizer, image_processor, template, model_dir) for a bench model name."""
-    from weights.catalog import CATALOG
-    from weights.random_janus import PRESETS, build_random_janus
-
     from ..backends.janus import JanusBackend
+    from ..models import CATALOG
+    from ..models.random_janus import PRESETS, build_random_janus
 
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     directory = CATALOG.get(spec)
