@@ -194,6 +194,31 @@ def test_export_command_line(store, tiny_pipeline, tmp_path):
     assert len(rows) == 1 and (tmp_path / "out" / "pairs" / rows[0]["chosen_file_name"]).is_file()
 
 
+def test_export_with_no_all_bad_verdicts_writes_no_unloadable_split(store, tiny_pipeline, tmp_path, capsys):
+    datasets = pytest.importorskip("datasets")
+    from reasoner.store.__main__ import main
+
+    drawn = store.draw(ACTOR, DrawRequest(PROMPT, None, settings(2), pictures(tiny_pipeline, 2)))
+    store.prefer(ACTOR, drawn.draw_id, "pick", [0])
+    assert main(["export", "--data-dir", str(store.data_dir), "--out", str(tmp_path / "out")]) == 0
+    assert "all_bad/ not written: no all-bad verdicts" in capsys.readouterr().out
+    assert not (tmp_path / "out" / "all_bad").exists()
+    assert len(datasets.load_dataset("imagefolder", data_dir=str(tmp_path / "out" / "pairs"), split="train")) == 1
+
+
+def test_export_of_a_missing_data_dir_is_one_line_and_creates_nothing(tmp_path, capsys):
+    from reasoner.store.__main__ import main
+
+    missing, out = tmp_path / "no-such-dir", tmp_path / "out"
+    assert main(["export", "--data-dir", str(missing), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "does not exist" in error and str(missing) in error
+    assert not missing.exists() and not out.exists()
+    (tmp_path / "empty").mkdir()
+    assert main(["export", "--data-dir", str(tmp_path / "empty"), "--out", str(out)]) == 2
+    assert "holds no studio database" in capsys.readouterr().err and list((tmp_path / "empty").iterdir()) == []
+
+
 def test_a_failed_action_rolls_back_completely(store, tiny_pipeline):
     thought = store.think(ACTOR, PROMPT, MODEL_PLAN)
     before = store.counts()

@@ -9,6 +9,9 @@ candidate of its draw; in a ranking each candidate beats the ones ranked after i
 left unranked. `chosen_file_name` and `rejected_file_name` become the image columns `chosen` and
 `rejected`. `all_bad` holds one row per picture of a draw marked all bad. `edits` pairs what the
 model wrote with what a person changed it to (plans, revised plans, reflections).
+
+A split with no rows is not written (`ExportSummary.skipped` names it): `datasets` cannot load an
+imagefolder that holds no image.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class ExportSummary:
     all_bad: int
     edits: int
     images: int
+    skipped: tuple[str, ...] = ()  # splits left unwritten because they have no rows
 
 
 def preference_pairs(kind: str, ranking: list[int], count: int) -> list[tuple[int, int]]:
@@ -58,10 +62,11 @@ def export_dataset(store: Store, out: str | Path) -> ExportSummary:
                     "chosen_index": chosen + 1, "rejected_index": rejected + 1,
                 })
         edits = _edits(conn)
-        images = _write_folder(store, out / "pairs", pair_rows, ("chosen_file_name", "rejected_file_name"))
-        images += _write_folder(store, out / "all_bad", bad_rows, ("file_name",))
+        folders = {"pairs": (pair_rows, ("chosen_file_name", "rejected_file_name")), "all_bad": (bad_rows, ("file_name",))}
+        skipped = tuple(name for name, (rows, _) in folders.items() if not rows)
+        images = sum(_write_folder(store, out / name, rows, keys) for name, (rows, keys) in folders.items() if rows)
     _write_jsonl(out / "edits.jsonl", edits)
-    return ExportSummary(len(pair_rows), len(bad_rows), len(edits), images)
+    return ExportSummary(len(pair_rows), len(bad_rows), len(edits), images, skipped)
 
 
 def _verdicts(conn: sqlite3.Connection) -> list[sqlite3.Row]:
