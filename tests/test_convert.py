@@ -148,7 +148,8 @@ def original_shapes(vocab=96, hidden=64, layers=2, inter=128, vit_width=64, vit_
     return s
 
 
-def write_tokenizer(d: Path, vocab_size=96):
+def write_tokenizer(d: Path, vocab_size=96, **config):
+    """A WordLevel tokenizer with Janus's special tokens; `config` adds keys to tokenizer_config.json."""
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     words = {f"w{i}": i for i in range(vocab_size - len(SPECIALS))}
@@ -158,7 +159,7 @@ def write_tokenizer(d: Path, vocab_size=96):
     tok.save(str(d / "tokenizer.json"))
     (d / "tokenizer_config.json").write_text(json.dumps({
         "bos_token": SPECIALS[0], "eos_token": SPECIALS[1], "tokenizer_class": "PreTrainedTokenizerFast",
-        "auto_map": {"AutoTokenizer": ["evil.Tokenizer", None]}}))
+        "auto_map": {"AutoTokenizer": ["evil.Tokenizer", None]}, **config}))
     (d / "special_tokens_map.json").write_text(json.dumps(
         {"bos_token": SPECIALS[0], "eos_token": SPECIALS[1], "pad_token": SPECIALS[2]}))
     return {t: tok.token_to_id(t) for t in SPECIALS}
@@ -179,7 +180,7 @@ def t2i_r1_config() -> dict:
     return cfg
 
 
-def write_original(d: Path, fmt="safetensors", seed=0, extra=None, config=None) -> dict:
+def write_original(d: Path, fmt="safetensors", seed=0, extra=None, config=None, tokenizer_config=None) -> dict:
     """A tiny original-layout checkpoint in d; returns its state dict."""
     d.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(seed)
@@ -187,7 +188,7 @@ def write_original(d: Path, fmt="safetensors", seed=0, extra=None, config=None) 
     sd["gen_vision_model.quantize.codebook_used"].zero_()
     sd.update(extra or {})
     (d / "config.json").write_text(json.dumps(config or original_config()))
-    write_tokenizer(d)
+    write_tokenizer(d, **(tokenizer_config or {}))
     if fmt == "safetensors":  # two shards + index, as Trainer.save_model (T2I-R1) writes them
         keys = sorted(sd)
         shards = {"model-00001-of-00002.safetensors": keys[::2], "model-00002-of-00002.safetensors": keys[1::2]}
@@ -222,7 +223,8 @@ def cli_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     root = tmp_path_factory.mktemp("convert")
-    sd = write_original(root / "src", config=t2i_r1_config())  # T2I-R1 style: sharded safetensors, busy config
+    # T2I-R1 style: sharded safetensors, busy config, and the `"extra_special_tokens": {}` transformers 4.49 writes
+    sd = write_original(root / "src", config=t2i_r1_config(), tokenizer_config={"extra_special_tokens": {}})
     assert conv.main([str(root / "src"), str(root / "dst"), "--dtype", "fp32"]) == 0
     return root, sd, load(root / "dst")
 
@@ -400,18 +402,82 @@ def test_command_line_on_a_bin_checkpoint(cli_run):
 
 
 def test_converted_t2i_r1_checkpoint_runs_the_whole_loop(converted):
-    """The engine loads the converted directory as is: Janus-Pro layout, think, draw, reflect."""
+    """The engine loads the converted directory as is (Janus-Pro layout, the source's image tokens) and each
+    step of think, draw, reflect is the converted model's own: the plan it writes, pictures drawn from that
+    plan at the turn's seeds, reflections on those pictures."""
     from reasoner.backends.janus import JanusBackend
     from reasoner.backends.janus_template import JANUS_PRO_TEMPLATE
     from reasoner.pipeline import ReasonerPipeline
     from reasoner.records import DrawSettings
 
     root, _, _ = converted
+    ids = write_tokenizer(root)
     backend = JanusBackend.from_pretrained(root / "dst")
     assert backend.template == JANUS_PRO_TEMPLATE
     assert list(backend.image_processor.image_mean) == [0.5, 0.5, 0.5]
+    assert (backend.boi_id, backend.eoi_id, backend.image_token_id) == (
+        ids["<begin_of_image>"], ids["<end_of_image>"], ids["<image_placeholder>"])
     pipeline = ReasonerPipeline(backend)
-    turn = pipeline("w5 w6 w7", DrawSettings(n=2, seed=0), reflect=True)
+    prompt, settings = "w5 w6 w7", DrawSettings(n=2, seed=0, cfg_scale=3.0)
+    turn = pipeline(prompt, settings, reflect=True)
+    assert turn.plan.text == backend.write_plan(prompt, 0, 0.0)
+    plan_text = pipeline.model_text(turn.plan)
+    tokens = backend.generate_image_tokens(backend.draw_context_ids(prompt, plan_text), [0, 1], 3.0,
+                                           settings.temperature, settings.top_k)
+    assert torch.equal(torch.stack([c.image_tokens.cpu() for c in turn.candidates]), tokens.cpu())
+    assert not torch.equal(tokens[0], tokens[1])  # two seeds, two pictures
     size = backend.info.image_size
-    assert [c.image.size for c in turn.candidates] == [(size, size)] * 2
-    assert len(turn.reflections) == 2
+    for candidate, picture in zip(turn.candidates, backend.decode_images(tokens)):
+        assert candidate.image.size == (size, size)
+        assert candidate.image.tobytes() == picture.tobytes()
+    assert [r.text for r in turn.reflections] == [
+        backend.write_reflection(prompt, plan_text, c.image, c.seed, 0.0) for c in turn.candidates]
+
+
+def _tokenizer_names(src: Path, dst: Path):
+    from transformers import AutoTokenizer
+
+    dst.mkdir()
+    conv._copy_tokenizer(src, dst, conv.token_ids(src))
+    return AutoTokenizer.from_pretrained(dst)
+
+
+@pytest.mark.parametrize("layout", [{"extra_special_tokens": {}},  # transformers 4.49-4.x, no named token
+                                    {"extra_special_tokens": {"foo_token": "w3"}},
+                                    {"extra_special_tokens": [], "model_specific_special_tokens": {"foo_token": "w3"}}])
+def test_image_tokens_are_named_in_every_tokenizer_config_layout(tmp_path, layout):
+    """The names are added to what the source's tokenizer_config.json has; names it already gives stay."""
+    write_tokenizer(tmp_path, **layout)
+    tokenizer = _tokenizer_names(tmp_path, tmp_path / "dst")
+    assert (tokenizer.image_token, tokenizer.boi_token, tokenizer.eoi_token) == (
+        "<image_placeholder>", "<begin_of_image>", "<end_of_image>")
+    if "foo_token" in json.dumps(layout):
+        assert tokenizer.foo_token == "w3"
+
+
+def test_extra_special_tokens_of_another_type_is_a_one_line_error(tmp_path):
+    write_tokenizer(tmp_path, extra_special_tokens="<x>")
+    with pytest.raises(ModelLoadError, match="extra_special_tokens is a str"):
+        _tokenizer_names(tmp_path, tmp_path / "dst")
+
+
+def write_lora_adapter(d: Path) -> None:
+    """A PEFT LoRA folder as T2I-R1's LoRA runs save it: adapter files, the base config and the tokenizer."""
+    d.mkdir(parents=True)
+    (d / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "base_model_name_or_path": "deepseek-ai/Janus-Pro-7B", "r": 4, "lora_alpha": 8,
+        "target_modules": ["q_proj", "v_proj"]}))
+    prefix = "base_model.model.language_model.model.layers.0.self_attn.q_proj"
+    save_file({f"{prefix}.lora_A.weight": torch.zeros(4, 64), f"{prefix}.lora_B.weight": torch.zeros(64, 4)},
+              str(d / "adapter_model.safetensors"))
+    (d / "config.json").write_text(json.dumps(original_config()))
+    write_tokenizer(d)
+
+
+def test_a_lora_adapter_is_named_as_one(tmp_path, capsys):
+    write_lora_adapter(tmp_path / "lora")
+    with pytest.raises(ModelLoadError, match=r"LoRA adapter.*Janus-Pro-7B.*merge") as raised:
+        conv.convert(tmp_path / "lora", tmp_path / "dst")
+    assert "vision" not in str(raised.value)
+    assert conv.main([str(tmp_path / "lora"), str(tmp_path / "dst")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "dst").exists()

@@ -111,10 +111,19 @@ class Source:
     @staticmethod
     def _weight_files(src: Path) -> list[Path]:
         # Every shard in SRC (index files list the same names); a missing shard shows up as missing keys.
-        files = sorted(src.glob("*.safetensors")) or sorted(src.glob("pytorch_model*.bin"))
+        # A LoRA adapter saved beside the full weights is not part of them.
+        files = [f for f in sorted(src.glob("*.safetensors")) if not f.name.startswith("adapter_model")]
+        files = files or sorted(src.glob("pytorch_model*.bin"))
         if not files:
             raise ModelLoadError(f"{src}: no weights (*.safetensors or pytorch_model*.bin)")
         return files
+
+    @staticmethod
+    def _has_full_weights(src: Path) -> bool:
+        try:
+            return bool(Source._weight_files(src))
+        except ModelLoadError:
+            return False
 
     @staticmethod
     def _open(path: Path):
@@ -336,6 +345,24 @@ def _write_weights(source: Source, plan: list, shapes: dict, dst: Path, dtype, s
     return len(names)
 
 
+def _name_janus_tokens(data: dict, named: dict) -> None:
+    """Name Janus's image tokens in tokenizer_config.json, keeping any name the source already gives.
+
+    transformers 4.49-4.x reads named extra tokens from an `extra_special_tokens` dict (and writes `{}` when
+    there are none); 5.x writes that key as a list of extra tokens and reads the names from
+    `model_specific_special_tokens`. Without a name the backend cannot find begin/end-of-image."""
+    extra = data.get("extra_special_tokens")
+    if extra is None:
+        data["extra_special_tokens"] = dict(named)
+    elif isinstance(extra, dict):
+        data["extra_special_tokens"] = {**named, **extra}
+    elif isinstance(extra, list):
+        data["model_specific_special_tokens"] = {**named, **(data.get("model_specific_special_tokens") or {})}
+    else:
+        raise ModelLoadError(f"tokenizer_config.json: extra_special_tokens is a {type(extra).__name__}, "
+                             "expected a dict or a list")
+
+
 def _copy_tokenizer(src: Path, dst: Path, tok: dict) -> list[str]:
     copied = []
     for name in TOKENIZER_FILES:
@@ -344,9 +371,8 @@ def _copy_tokenizer(src: Path, dst: Path, tok: dict) -> list[str]:
         if name == "tokenizer_config.json":
             data = _read_json(src / name)
             data.pop("auto_map", None)  # never point loaders at code from SRC
-            extra = {f"{k}_token": tok["tags"][k] for k in ("image", "boi", "eoi") if tok["ids"][k] is not None}
-            if extra and "extra_special_tokens" not in data:
-                data["extra_special_tokens"] = extra
+            _name_janus_tokens(data, {f"{k}_token": tok["tags"][k] for k in ("image", "boi", "eoi")
+                                      if tok["ids"][k] is not None})
             (dst / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         else:
             shutil.copyfile(src / name, dst / name)
@@ -367,6 +393,21 @@ def _image_processor(src: Path, image_size: int):
     )
 
 
+def _refuse_adapter(src: Path) -> None:
+    """A PEFT LoRA folder (adapter_config.json, adapter_model.*) holds deltas for a few layers, not a model:
+    say so, and what to convert instead, before the missing vision tower would be reported."""
+    if not (src / "adapter_config.json").is_file() or Source._has_full_weights(src):
+        return
+    try:
+        base = json.loads((src / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        base = None
+    base = f" ({base})" if isinstance(base, str) and base else ""
+    raise ModelLoadError(f"{src}: a LoRA adapter (adapter_config.json), not a full checkpoint: convert its base "
+                         f"model{base}, or merge the adapter into it first (peft merge_and_unload, then "
+                         "save_pretrained) and convert the merged folder")
+
+
 def convert(src, dst, dtype: str = "bf16", shard_bytes: int = SHARD_BYTES) -> dict:
     """Convert SRC into DST; returns a short summary. Raises ModelLoadError for a bad source."""
     from transformers import GenerationConfig
@@ -376,6 +417,7 @@ def convert(src, dst, dtype: str = "bf16", shard_bytes: int = SHARD_BYTES) -> di
         raise ModelLoadError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     if not src.is_dir():
         raise ModelLoadError(f"{src}: source directory not found")
+    _refuse_adapter(src)
     if not (src / "config.json").is_file():
         raise ModelLoadError(f"{src}: no config.json")
     if dst.resolve() == src.resolve():
