@@ -4,9 +4,13 @@
     turn = pipeline("a circle the color of the sky", DrawSettings(n=4, seed=7), reflect=True)
 
 The pipeline checks input, lays out seeds and turns model text into records; the backend owns the
-model. A plan a person wrote is validated before drawing (for shapes models, against the grammar
-of SHAPES.md); a plan the model wrote is drawn as written, since it is the model's own chain of
-thought, and `plan_problem` tells the UI what is wrong with it.
+model. What depends on the model's world (which plans are valid, how a plan is read) is asked of
+the world object (`reasoner/worlds.py`), never decided by its name here. A plan a person wrote is
+validated before drawing (for shapes models, against the grammar in docs/shapes-world.md); a plan
+the model wrote is drawn as written, since it is the model's own chain of thought, and
+`plan_problem` tells the UI what is wrong with it. Settings with no guidance scale (`cfg_scale`
+None, the default) draw at the model's own (`ModelInfo.default_cfg_scale`), and the turn records
+that number.
 """
 
 from __future__ import annotations
@@ -16,10 +20,7 @@ from PIL import Image
 from .backends.base import Backend, ModelInfo
 from .errors import InvalidPromptError, PlanError
 from .records import Candidate, DrawSettings, Plan, Reflection, ReflectionRound, Turn, check_reflect_rounds, redraw_seed
-from .shapes.plan import extract_plan_text, parse_plan, plan_reasoning
-from .shapes.requirements import plan_with_reasoning
-
-MAX_OPEN_PLAN_CHARS = 2000
+from .worlds import World, plan_body, plan_reasoning, world_named
 
 
 class ReasonerPipeline:
@@ -37,6 +38,11 @@ class ReasonerPipeline:
     @property
     def info(self) -> ModelInfo:
         return self.backend.info
+
+    @property
+    def world(self) -> World:
+        """The rules of the world this model draws in (its `reasoner.json` names it)."""
+        return world_named(self.info.world)
 
     @property
     def engine(self) -> str:
@@ -71,24 +77,22 @@ class ReasonerPipeline:
             plan = Plan(plan, source="person")
         if not plan.body:
             raise PlanError("the plan is empty")
-        if self.info.world == "shapes":
-            parse_plan(plan.body)
-        elif len(plan.text) > MAX_OPEN_PLAN_CHARS:
-            raise PlanError(f"the plan is {len(plan.text)} characters long; the limit is {MAX_OPEN_PLAN_CHARS}")
+        problem = self.world.check_plan(plan.text)
+        if problem is not None:
+            raise PlanError(problem)
         return plan
 
     def model_text(self, plan: Plan) -> str:
-        """What the model reads for `plan`. In the shapes world a plan with no reasoning before
-        `Plan:` (a bare list of clauses, as people write them, or a reflection's revision) gets the
-        reasoning it implies, in the form the model writes: it learned to read plans that way and
-        follows a bare list far less well (random plans: 0.27 of 48 bare, 0.92 of 400 so). Anything
-        else, and a model's plan that does not parse, is read as written."""
-        if self.info.world != "shapes" or plan_reasoning(plan.text):
-            return plan.text
-        try:
-            return plan_with_reasoning(parse_plan(plan.body))
-        except PlanError:
-            return plan.text
+        """What the model reads for `plan`, as its world says (`World.model_text`): in the shapes
+        world a plan with no reasoning gets the reasoning it implies; an open world reads it as
+        written."""
+        return self.world.model_text(plan.text)
+
+    def with_model_defaults(self, settings: DrawSettings) -> DrawSettings:
+        """`settings` with the model's own guidance scale where they name none."""
+        if settings.cfg_scale is not None:
+            return settings
+        return DrawSettings(**{**settings.__dict__, "cfg_scale": self.info.default_cfg_scale})
 
     def _plan_to_draw(self, plan: Plan | str | None) -> Plan | None:
         if plan is None:
@@ -109,6 +113,7 @@ class ReasonerPipeline:
         """`settings.n` candidates from the plan, or from the prompt alone when `plan` is None."""
         prompt = self.check_prompt(prompt)
         plan = self._plan_to_draw(plan)
+        settings = self.with_model_defaults(settings)
         drawn = self.backend.draw_images(
             prompt,
             None if plan is None else self.model_text(plan),
@@ -150,8 +155,8 @@ class ReasonerPipeline:
         return self.draw(prompt, self.plan_to_redraw(plan, reflection), settings)
 
     def __call__(self, prompt: str, settings: DrawSettings = DrawSettings(), think: bool = True, plan: Plan | str | None = None, reflect: bool = False, reflect_rounds: int = 1) -> Turn:
-        # 1. Check inputs
-        turn = Turn(prompt=self.check_prompt(prompt), settings=settings)
+        # 1. Check inputs; the turn records the guidance scale it draws with
+        turn = Turn(prompt=self.check_prompt(prompt), settings=self.with_model_defaults(settings))
         check_reflect_rounds(reflect_rounds)
         # 2. Think: the model's plan, unless a person gave one or thinking is off
         if plan is not None:
@@ -159,11 +164,11 @@ class ReasonerPipeline:
         elif think:
             turn.plan = self.think(turn.prompt, settings.seed, settings.plan_temperature)
         # 3. Draw the candidates
-        turn.candidates = self.draw(turn.prompt, turn.plan, settings)
+        turn.candidates = self.draw(turn.prompt, turn.plan, turn.settings)
         # 4. Reflect on each candidate and redraw it from the revised plan, then look at the redraw,
         #    until a reflection finds the picture right or `reflect_rounds` are spent
         if reflect:
-            turn.rounds = [self.reflection_rounds(turn.prompt, turn.plan, candidate, settings, reflect_rounds) for candidate in turn.candidates]
+            turn.rounds = [self.reflection_rounds(turn.prompt, turn.plan, candidate, turn.settings, reflect_rounds) for candidate in turn.candidates]
         return turn
 
     def reflection_rounds(self, prompt: str, plan: Plan | None, candidate: Candidate, settings: DrawSettings, rounds: int) -> list[ReflectionRound]:
@@ -190,7 +195,7 @@ def revised_plan_in(reflection_text: str) -> Plan | None:
     The same plan again still counts: the model saw a drawing slip, and the redraw (with a fresh
     seed) is its fix.
     """
-    body = extract_plan_text(reflection_text)
+    body = plan_body(reflection_text)
     if not body or body == reflection_text.strip():  # no `Plan:` marker, or nothing after it
         return None
     return Plan(f"Plan: {body}", source="model")

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from .errors import InvalidSettingError
-from .shapes.plan import extract_plan_text  # SHAPES.md's rule, which every world follows
+from .worlds import plan_body  # the `Plan:` marker rule, which every world follows
 
 MAX_CANDIDATES = 16
 MAX_SEED = 2**31 - 1
@@ -40,7 +40,7 @@ class Plan:
 
     @property
     def body(self) -> str:
-        return extract_plan_text(self.text)
+        return plan_body(self.text)
 
 
 @dataclass(frozen=True)
@@ -59,11 +59,13 @@ class Reflection:
 @dataclass(frozen=True)
 class DrawSettings:
     """How candidates are drawn. Candidate k gets seed `seed + k`, so each one reproduces alone;
-    its redraw in a turn's reflection round r uses `redraw_seed(seed + k, r)`."""
+    its redraw in a turn's reflection round r uses `redraw_seed(seed + k, r)`. `cfg_scale` None
+    means the model's own guidance scale, which the pipeline fills in before drawing (the scale
+    that suits one model can ruin another's pictures: 5 does the bundled shapes model's)."""
 
     n: int = 4
     seed: int = 0
-    cfg_scale: float = 5.0
+    cfg_scale: float | None = None  # None: the model's own (`ModelInfo.default_cfg_scale`)
     temperature: float = 1.0  # image tokens; 0 draws greedily
     top_k: int = 0  # 0 keeps every token
     plan_temperature: float = 0.0  # plans and reflections; 0 writes greedily
@@ -72,7 +74,7 @@ class DrawSettings:
         checks = [
             (1 <= self.n <= MAX_CANDIDATES, f"n={self.n} is out of range: draw 1 to {MAX_CANDIDATES} candidates"),
             (0 <= self.seed <= LAST_SEED, f"seed={self.seed} is out of range 0..{LAST_SEED}"),
-            (1.0 <= self.cfg_scale <= 20.0, f"cfg_scale={self.cfg_scale} is out of range 1..20"),
+            (self.cfg_scale is None or 1.0 <= self.cfg_scale <= 20.0, f"cfg_scale={self.cfg_scale} is out of range 1..20"),
             (0.0 <= self.temperature <= 5.0, f"temperature={self.temperature} is out of range 0..5"),
             (0.0 <= self.plan_temperature <= 5.0, f"plan_temperature={self.plan_temperature} is out of range 0..5"),
             (self.top_k >= 0, f"top_k={self.top_k} must be 0 (off) or positive"),

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from reasoner.errors import InvalidPromptError, InvalidSettingError, PlanError
+from reasoner.pipeline import ReasonerPipeline
 from reasoner.records import DrawSettings, Plan, Reflection
 
 PROMPT = "a circle the color of the sky"
@@ -57,7 +58,7 @@ def test_greedy_first_image_token_is_the_guided_argmax(tiny_backend):
     """Check guidance against a hand-written forward pass: conditional vs prompt-dropped context."""
     model, scale = tiny_backend.model, 4.0
     context = tiny_backend.draw_context_ids(PROMPT, "red circle @ top-left")
-    # the unconditional half keeps only begin-of-sentence and begin-of-image (JANUS_NOTES.md)
+    # the unconditional half keeps only begin-of-sentence and begin-of-image (docs/janus-notes.md)
     dropped = [t if t in (tiny_backend.bos_id, tiny_backend.boi_id) else tiny_backend.pad_id for t in context]
     with torch.no_grad():
         hidden = model.model.language_model(input_ids=torch.tensor([context, dropped])).last_hidden_state[:, -1]
@@ -181,8 +182,21 @@ def test_a_bare_plan_is_read_with_the_reasoning_it_implies(tiny_pipeline, tiny_b
     assert tiny_pipeline.model_text(Plan(reasoned, "person")) == reasoned
     assert tiny_pipeline.model_text(Plan("xx yy", "model")) == "xx yy"  # a model's garbage, as written
     drawn = tiny_pipeline.draw(PROMPT, bare, DrawSettings(n=1, seed=4))[0]
-    direct = tiny_backend.draw_images(PROMPT, implied, [4], DrawSettings.cfg_scale, 1.0, 0)[0]
+    direct = tiny_backend.draw_images(PROMPT, implied, [4], tiny_backend.info.default_cfg_scale, 1.0, 0)[0]
     assert torch.equal(drawn.image_tokens, direct.tokens)
+
+
+def test_settings_without_a_scale_draw_at_the_models_own_and_the_turn_records_it(tiny_backend):
+    """DrawSettings() names no guidance scale: the pipeline draws at the model's own
+    (reasoner.json's default_cfg_scale) and the turn, which the CLI and the store record, says so."""
+    assert DrawSettings().cfg_scale is None
+    backend = copy.copy(tiny_backend)
+    backend.info = dataclasses.replace(tiny_backend.info, default_cfg_scale=2.5)
+    pipeline = ReasonerPipeline(backend)
+    turn = pipeline(PROMPT, DrawSettings(n=2, seed=3), think=False)
+    assert turn.settings.cfg_scale == 2.5
+    at_scale = pipeline.draw(PROMPT, None, DrawSettings(n=2, seed=3, cfg_scale=2.5))
+    assert all(torch.equal(a.image_tokens, b.image_tokens) for a, b in zip(turn.candidates, at_scale))
 
 
 def test_person_plans_are_validated_model_plans_are_drawn_as_written(tiny_pipeline):

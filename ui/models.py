@@ -73,5 +73,5 @@ class Models:
             f"**Model:** {self.choice.label}  \n"
             f"**Size:** {info.parameters / 1e6:.1f} M parameters, {info.dtype}, draws {info.image_size} px  \n"
             f"**Device:** {info.device}  \n"
-            f"**World:** {info.world} ({'plans are checked against SHAPES.md' if info.world == 'shapes' else 'free-text plans'})"
+            f"**World:** {info.world} ({self.current().world.description})"
         )
