@@ -1,4 +1,4 @@
-"""The command line: `python -m reasoner generate ...` (see README and shared/DESIGN.md)."""
+"""The command line: `python -m reasoner generate ...` (see README and docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`python -m reasoner eval`: how often pictures satisfy held-out prompts, per SHAPES.md category.
+"""`python -m reasoner eval`: how often pictures satisfy held-out prompts, per shapes-world category (docs/shapes-world.md).
 
 Modes, each on the same dev-split prompts and seeds:
 - direct: draw from the prompt alone;

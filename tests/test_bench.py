@@ -1,4 +1,4 @@
-"""`python -m reasoner bench`: the JSON contract of DESIGN.md and the RESULTS.md section (no timings checked)."""
+"""`python -m reasoner bench`: the JSON contract of docs/engines.md and the RESULTS.md section (no timings checked)."""
 
 import json
 

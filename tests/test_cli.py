@@ -1,4 +1,4 @@
-"""`python -m reasoner generate`: the results contract of DESIGN.md and one-line errors for bad input."""
+"""`python -m reasoner generate`: the results contract of README's Command line section and one-line errors for bad input."""
 
 import json
 import os

@@ -18,7 +18,7 @@ from reasoner.shapes import (
     score_scene,
 )
 
-# The world knowledge of SHAPES.md, written out again here so that the tables in the code are
+# The world knowledge of docs/shapes-world.md, written out again here so that the tables in the code are
 # checked against the page rather than against themselves.
 COLOR_OF = {
     "sky": "blue", "sea": "blue", "ocean": "blue", "blueberry": "blue",

@@ -21,7 +21,7 @@ EXAMPLES = [
     "a blue circle in the top-left corner",
     "two yellow triangles",
     "a green square and a yellow triangle",
-    # reasoning: the plan must resolve a reference first (SHAPES.md)
+    # reasoning: the plan must resolve a reference first (docs/shapes-world.md)
     "a circle the color of the sky",
     "as many squares as a triangle has corners",
     "a shape with no corners colored like a banana",

@@ -18,7 +18,7 @@ from PIL import Image
 class ModelInfo:
     name: str  # catalog name or directory
     kind: str  # e.g. "janus"
-    world: str  # "shapes" (plans follow SHAPES.md, validated) or "open" (free text)
+    world: str  # "shapes" (plans follow docs/shapes-world.md, validated) or "open" (free text)
     parameters: int
     device: str
     dtype: str

@@ -308,7 +308,7 @@ def picture_features(model: JanusForConditionalGeneration, pixel_values: torch.T
 def image_codes(vq, pixels: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) pictures in [-1, 1] -> (B, tokens) VQ codes: each latent's nearest code by
     cosine, the rule transformers' decoder inverts (it looks up L2-normalised codes, while
-    `JanusVQVAE.encode` quantizes unnormalised; JANUS_NOTES.md)."""
+    `JanusVQVAE.encode` quantizes unnormalised; docs/janus-notes.md)."""
     latents = torch.nn.functional.normalize(vq.quant_conv(vq.encoder(pixels)).permute(0, 2, 3, 1), dim=-1)
     codes = torch.nn.functional.normalize(vq.quantize.embedding.weight, dim=-1)
     return (latents @ codes.T).argmax(-1).flatten(1)

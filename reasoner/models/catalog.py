@@ -10,7 +10,7 @@ from ..errors import ModelLoadError
 # the library only reads that path, it imports nothing from weights/.
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 CATALOG = {
-    "shapes": WEIGHTS_DIR / "shapes",  # the bundled default (trained on SHAPES.md's world)
+    "shapes": WEIGHTS_DIR / "shapes",  # the bundled default (trained on the shapes world, docs/shapes-world.md)
 }
 DEFAULT_MODEL = "shapes"
 

@@ -95,7 +95,7 @@ def janus_config(shape: JanusShape, vocab_size: int, image_token_id: int) -> Jan
             hidden_size=shape.vision_hidden, num_hidden_layers=shape.vision_layers,
             num_attention_heads=shape.vision_heads, image_size=shape.image_size,
             patch_size=shape.vision_patch, projection_dim=shape.text_hidden,
-            # Generation reads this count; it is not derived from the sizes (JANUS_NOTES.md).
+            # Generation reads this count; it is not derived from the sizes (docs/janus-notes.md).
             num_image_tokens=shape.num_image_tokens,
         ),
         vq_config=dict(

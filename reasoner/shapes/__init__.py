@@ -1,4 +1,4 @@
-"""The shapes world (SHAPES.md v1): plans, rendering, detection, prompts, scoring and suites."""
+"""The shapes world (docs/shapes-world.md, v1): plans, rendering, detection, prompts, scoring and suites."""
 
 from reasoner.shapes.detect import DetectedObject, Detection, detect, detect_scene
 from reasoner.shapes.plan import (

@@ -1,4 +1,4 @@
-"""The reference detector of SHAPES.md: recover each object's color, shape and cell from an image.
+"""The reference detector of docs/shapes-world.md: recover each object's color, shape and cell from an image.
 
 For each palette color: mask the pixels within COLOR_TOLERANCE of its fill, split the mask into
 connected components, drop components under MIN_COMPONENT_PIXELS as noise, put each remaining

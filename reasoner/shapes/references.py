@@ -1,4 +1,4 @@
-"""The world knowledge a prompt may lean on (SHAPES.md, "Reasoning references"; the full list).
+"""The world knowledge a prompt may lean on (docs/shapes-world.md, "Prompts"; the full list).
 
 The prompt parser and the suite generator both read these tables, so a reference is either known
 to both or to neither.

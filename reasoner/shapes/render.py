@@ -1,4 +1,4 @@
-"""Render scenes to 72 x 72 images, exactly as SHAPES.md draws them.
+"""Render scenes to 72 x 72 images, exactly as docs/shapes-world.md draws them.
 
 Shapes are rasterised by pixel centres (a pixel is filled when its centre lies inside the shape),
 with no anti-aliasing, so rendering is exact and deterministic.

@@ -7,7 +7,7 @@ scored under is the generator's (the `colors` and `attribution` templates read e
 - colors: one object, the four colors taken in turn (`a green square`);
 - two: two objects of different shapes, colors free (`a red circle and a red square`);
 - attribution: two objects differing in both color and shape, so swapped attributes fail;
-- counting, position, placement: as in SHAPES.md; reasoning: every reference, in turn.
+- counting, position, placement: as in docs/shapes-world.md; reasoning: every reference, in turn.
 
 Generators take each template form in turn (form i of a category is i modulo its number of
 forms), so a suite with at least as many prompts per category as forms covers every form; the

@@ -1,8 +1,9 @@
 """Every constant of the shapes world (v1), in one place.
 
-The world is specified in SHAPES.md; the renderer, the detector, the prompt grammar and the
-benchmark all read their numbers from here, so a change to the world is a change to this file
-(and to SHAPES.md), never a silent drift inside one of them.
+The world is specified in docs/shapes-world.md; the renderer, the detector, the prompt grammar and
+the benchmark all read their numbers from here, so a change to the world is a change to this file
+(and to docs/shapes-world.md), never a silent drift inside one of them. What the pipeline asks of
+the world (check a plan, the text a model reads for it, score a picture) is `shapes_world.py`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The SQLite schema of the preference store (shared/DESIGN.md, "Data").
+"""The SQLite schema of the preference store (docs/architecture.md, "The preference store").
 
 A turn is one prompt's way through think -> draw -> pick -> reflect -> redraw. Every plan and
 reflection is a row, the model's and a person's edit alike (`source`), and an edit points at what it

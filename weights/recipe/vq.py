@@ -2,7 +2,7 @@
 
 transformers' `JanusVQVAE` decodes with L2-normalised codebook entries (`get_codebook_entry`)
 but its `forward` quantizes without normalising and passes no gradient to the encoder
-(JANUS_NOTES.md). So training quantizes here, by cosine similarity to normalised codes with a
+(docs/janus-notes.md). So training quantizes here, by cosine similarity to normalised codes with a
 straight-through gradient, which is exactly what the decode path expects; `encode_tokens` uses
 the same rule to turn training pictures into tokens.
 """
@@ -71,7 +71,7 @@ def reset_dead_codes(vq: JanusVQVAE, latents: torch.Tensor, usage: torch.Tensor)
 
 
 def train_vq(vq: JanusVQVAE, pictures: torch.Tensor, steps: int, batch_size: int, lr: float, seed: int, device: str, seconds: float | None = None) -> int:
-    """L1 + MSE reconstruction (L1 sharpens edges far faster, JANUS_NOTES.md) + codebook loss.
+    """L1 + MSE reconstruction (L1 sharpens edges far faster, docs/janus-notes.md) + codebook loss.
 
     `pictures`: (N, H, W, 3) uint8, sampled at random each step."""
     vq.to(device).train()  # JanusVQVAE calls eval() in __init__
