@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from transformers.utils import logging as transformers_logging
 
@@ -10,6 +12,16 @@ from reasoner.pipeline import ReasonerPipeline
 from weights.random_janus import save_random_janus
 
 transformers_logging.set_verbosity_error()
+
+E2E = Path(__file__).resolve().parent / "e2e"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test under tests/e2e/ starts a studio server on the taught model (and some a browser):
+    slow, so `-m "not slow"` leaves them out. Slow tests elsewhere carry `@pytest.mark.slow` themselves."""
+    for item in items:
+        if item.path.is_relative_to(E2E):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
