@@ -9,6 +9,8 @@ from reasoner.pipeline import ReasonerPipeline, revised_plan_in
 from reasoner.records import DrawSettings
 from reasoner.shapes import detect, format_plan, make_suite, random_scene, reading_in, scene_reading, score_image
 
+pytestmark = pytest.mark.slow  # the shipped model on the CPU: minutes for the file
+
 
 @pytest.fixture(scope="module")
 def bundled():
@@ -22,8 +24,9 @@ def test_think_then_draw_passes_a_fixed_held_out_sample(bundled):
     assert [bundled.plan_problem(plan) for plan in plans] == [None] * 16
     pictures = draw_pictures(bundled.backend, prompts, plans, seeds, cfg_scale=1.0, temperature=1.0)
     passed = [score_image(picture, p).passed for picture, p in zip(pictures, suite)]
-    # measured 0.99 on 96 held-out prompts; a random or broken model passes about none
-    assert sum(passed) >= 13, list(zip(prompts, plans, passed))
+    # think passes all 16 here (0.988 on 1,200 held-out prompts); drawing the same prompts at the same seeds
+    # with no plan passes 13 (0.76 on 1,200), so a bar of 15 tells thinking from not thinking
+    assert sum(passed) >= 15, list(zip(prompts, plans, passed))
 
 
 def test_reasoning_is_resolved_in_the_plan(bundled):

@@ -24,6 +24,7 @@ import signal
 import sqlite3
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from reasoner.store import Actor, DrawRequest, NewCandidate, Store, png_bytes
@@ -87,6 +88,7 @@ def check_database(store: Store, preferences: dict[int, int], draws: dict[int, s
         conn.close()
 
 
+@pytest.mark.slow  # 200 writer processes killed: about 20 s here
 def test_sigkill_during_writes_loses_no_acknowledged_row(tmp_path):
     store = Store.open(tmp_path / "data")
     first = store.draw(ACTOR, DrawRequest(PROMPT, None, {"n": 2}, [NewCandidate(0, picture(10**6)), NewCandidate(1, picture(10**6 + 1))]))
