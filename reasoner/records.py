@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
-from .errors import InvalidSettingError
+from .errors import InvalidSettingError, PlanError
 from .worlds import plan_body  # the `Plan:` marker rule, which every world follows
 
 MAX_CANDIDATES = 16
@@ -16,6 +16,15 @@ MAX_REFLECT_ROUNDS = 4
 # The highest first seed: candidate k of a turn draws with `seed + k` and its redraw in reflection
 # round r with `seed + k + r * MAX_CANDIDATES` (`redraw_seed`), all within MAX_SEED.
 LAST_SEED = MAX_SEED - (1 + MAX_REFLECT_ROUNDS) * MAX_CANDIDATES
+# Whole texts, reasoning included: the model reads all of a plan, so an endless one would hold the
+# only model slot for minutes. Models write far less (max_plan_tokens, max_reflection_tokens).
+MAX_PLAN_CHARS = 2000
+MAX_REFLECTION_CHARS = 4000
+
+
+def check_text_length(text: str, what: str, limit: int) -> None:
+    if len(text) > limit:
+        raise PlanError(f"the {what} is {len(text)} characters long; the limit is {limit}")
 
 
 def check_reflect_rounds(rounds: int) -> int:
@@ -38,6 +47,9 @@ class Plan:
     text: str
     source: str = "model"  # "model" when the model wrote it, "person" when someone edited it
 
+    def __post_init__(self):
+        check_text_length(self.text, "plan", MAX_PLAN_CHARS)
+
     @property
     def body(self) -> str:
         return plan_body(self.text)
@@ -50,6 +62,9 @@ class Reflection:
     text: str
     revised_plan: Plan | None  # None: the model found nothing to change
     source: str = "model"
+
+    def __post_init__(self):
+        check_text_length(self.text, "reflection", MAX_REFLECTION_CHARS)
 
     @property
     def needs_revision(self) -> bool:

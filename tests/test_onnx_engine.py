@@ -12,6 +12,8 @@ from reasoner.cli import main
 from reasoner.engine import onnx_export
 from reasoner.engine.onnx_export import GRAPHS, OPSET, model_key
 
+pytestmark = pytest.mark.slow  # every test reads the module's ONNX export: minutes on a CPU
+
 PROMPT = "a circle the color of the sky"
 PLAN = "red circle @ top-left; blue square @ middle-center"
 

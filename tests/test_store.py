@@ -82,7 +82,11 @@ def test_the_loop_keeps_model_text_and_person_edits(store, tiny_pipeline):
 def test_same_text_reuses_the_plan_and_a_new_prompt_starts_a_new_turn(store, tiny_pipeline):
     thought = store.think(ACTOR, PROMPT, MODEL_PLAN)
     same = store.draw(ACTOR, DrawRequest(PROMPT, MODEL_PLAN, settings(1), pictures(tiny_pipeline, 1), turn_id=thought.turn_id))
-    assert same.plan_id == thought.plan_id and store.plan_source(thought.turn_id, MODEL_PLAN) == "model"
+    assert same.plan_id == thought.plan_id and store.plan_source(thought.turn_id, MODEL_PLAN, PROMPT) == "model"
+    # the model's text is the model's only in its own turn, for its own prompt, and for its owner
+    assert store.plan_source(thought.turn_id, MODEL_PLAN, "two yellow triangles") == "person"
+    assert store.plan_source(thought.turn_id, MODEL_PLAN, PROMPT, owner="someone-else") == "person"
+    assert store.plan_source(thought.turn_id, MODEL_PLAN + " ", PROMPT) == "person"
     other = store.draw(ACTOR, DrawRequest("two yellow triangles", None, settings(1), pictures(tiny_pipeline, 1), turn_id=thought.turn_id))
     assert other.turn_id != thought.turn_id and other.plan_id is None
 

@@ -8,10 +8,11 @@ import random
 import re
 
 from reasoner.errors import InvalidSettingError, PlanError
-from reasoner.records import LAST_SEED, DrawSettings
+from reasoner.records import LAST_SEED, MAX_REFLECTION_CHARS, DrawSettings
 from reasoner.store import PreferenceError
 
-MAX_REFLECTION_CHARS = 4000
+from . import arguments
+
 VERDICTS = ("best", "ranking", "all bad")  # the choices of the verdict radio, in the API too
 
 
@@ -24,27 +25,16 @@ def who_is(username: str | None, session_hash: str | None) -> str:
 
 
 def whole_number(value, name: str) -> int:
-    if value is None or value == "":
-        raise InvalidSettingError(f"{name} is empty")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InvalidSettingError(f"{name}={value!r} is not a number") from None
-    if not number.is_integer():
-        raise InvalidSettingError(f"{name}={value} is not a whole number")
-    return int(number)
+    return arguments.whole(value, name)
 
 
 def number(value, name: str) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise InvalidSettingError(f"{name}={value!r} is not a number") from None
+    return arguments.real(value, name)
 
 
 def pick_seed(seed, random_seed: bool) -> int:
     """The seed to use: a fresh one when "random" is ticked (shown back, so it reproduces)."""
-    if random_seed:
+    if arguments.flag(random_seed, "random seed"):
         return random.SystemRandom().randint(0, LAST_SEED)
     return whole_number(seed, "seed")
 
@@ -59,25 +49,31 @@ def draw_settings(n, seed: int, cfg_scale, temperature, plan_temperature) -> Dra
 
 def parse_verdict(verdict: str, best, ranking: str | None, count: int) -> tuple[str, list[int]]:
     """(kind, 0-based candidate indices best first) from the form, which numbers candidates from 1."""
-    verdict = (verdict or "").strip().lower()
+    verdict = arguments.text(verdict, "verdict", optional=True).strip().lower()
     if verdict == "all bad":
         return "all_bad", []
     if verdict == "best":
         return "pick", [whole_number(best, "best candidate") - 1]
     if verdict == "ranking":
-        items = [item for item in re.split(r"[\s,;>]+", ranking or "") if item]
+        items = [item for item in re.split(r"[\s,;>]+", arguments.text(ranking, "ranking", optional=True)) if item]
         if not items:
             raise PreferenceError("the ranking is empty: list candidate numbers best first, e.g. 2, 1, 3")
-        order = [whole_number(item, "ranking item") - 1 for item in items]
+        order = [ranking_item(item) - 1 for item in items]
         if len(order) == 1 and count > 1:
             raise PreferenceError("a ranking names at least two candidates, best first; use 'best' for one")
         return "rank", order
     raise PreferenceError(f"verdict {verdict!r} is not one of {', '.join(VERDICTS)}")
 
 
+def ranking_item(item: str) -> int:
+    if not item.isdecimal() or len(item) > 6:
+        raise InvalidSettingError(f"ranking item {arguments.short(item)} is not a number")
+    return int(item)
+
+
 def checked_reflection(text: str | None) -> str:
     """A reflection as a person left it: free text, but not empty and not endless."""
-    text = (text or "").strip()
+    text = arguments.text(text, "reflection", optional=True).strip()
     if not text:
         raise PlanError("the reflection is empty: reflect first, or write what is wrong with the picture")
     if len(text) > MAX_REFLECTION_CHARS:

@@ -23,10 +23,10 @@ from reasoner.pipeline import ReasonerPipeline
 from reasoner.records import Candidate, DrawSettings, Plan, Reflection
 from reasoner.store import Actor, DrawRef, DrawRequest, NewCandidate, PreferenceError, Store, png_bytes
 
-from . import forms
+from . import arguments, forms
 from .config import StudioConfig
 from .models import Models
-from .uploads import recipe_of_upload
+from .uploads import checked_recipe, recipe_of_upload
 
 HISTORY_LIMIT = 100
 GALLERY_UPDATES = 4  # a draw shows its candidates in at most this many steps
@@ -42,13 +42,7 @@ def shown_errors() -> Iterator[None]:
 
 
 def required_id(value, what: str) -> int:
-    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
-        raise PreferenceError(f"there is no {what} yet: {'draw' if what != 'turn' else 'pick a turn'} first")
-    return forms.whole_number(value, f"{what} id")
-
-
-def optional_id(value) -> int | None:
-    return None if value in (None, "") or (isinstance(value, float) and math.isnan(value)) else forms.whole_number(value, "id")
+    return arguments.record_id(value, what, f"there is no {what} yet: {'draw' if what != 'turn' else 'pick a turn'} first")
 
 
 @dataclass
@@ -65,7 +59,8 @@ class Studio:
         return Actor(forms.who_is(username, session), self.models.choice.label, engine or self.models.default_engine)
 
     def history_owner(self, request: gr.Request | None) -> str | None:
-        """With auth on, people see only their own turns; a local studio shows every turn."""
+        """With auth on, people see and act on only their own turns (another's id reads as one that
+        does not exist); a local studio shows every turn."""
         return self.actor(request).who if self.config.auth_on else None
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -75,7 +70,7 @@ class Studio:
         with shown_errors():
             seed = forms.pick_seed(seed, random_seed)
             pipeline = self.models.pipeline(engine)
-            prompt = pipeline.check_prompt(prompt)
+            prompt = pipeline.check_prompt(arguments.text(prompt, "prompt"))
             plan = pipeline.think(prompt, seed, forms.number(plan_temperature, "plan temperature"))
             thought = self.store.think(self.actor(request, engine), prompt, plan.text)
         return plan.text, forms.plan_status(pipeline.plan_problem(plan), plan.text, "model"), thought.turn_id, seed
@@ -95,9 +90,11 @@ class Studio:
             seed = forms.pick_seed(seed, random_seed)
             settings = forms.draw_settings(n, seed, cfg_scale, temperature, plan_temperature)
             pipeline = self.models.pipeline(engine)
-            prompt = pipeline.check_prompt(prompt)
-            turn_id = optional_id(turn_id)
-            to_draw = self.plan_to_draw(pipeline, plan, turn_id)
+            prompt = pipeline.check_prompt(arguments.text(prompt, "prompt"))
+            turn_id, owner = arguments.optional_record_id(turn_id, "turn"), self.history_owner(request)
+            if turn_id is not None:
+                self.store.turn_prompt(turn_id, owner)  # before any drawing: a turn that is not theirs does not exist
+            to_draw = self.plan_to_draw(pipeline, arguments.text(plan, "plan", optional=True), turn_id, prompt, owner)
             plan_text = None if to_draw is None else to_draw.text
 
             recipe = self.recipe_maker(prompt, plan_text, settings, engine)
@@ -105,13 +102,13 @@ class Studio:
             for kept in self.stream(settings, lambda part: pipeline.draw(prompt, to_draw, part), recipe, progress):
                 yield gallery_of(kept), None, turn_id, seed, f"Drawing: {len(kept)} of {settings.n} done…", gr.skip()
             request_ = DrawRequest(prompt, plan_text, asdict(settings), [c for c, _ in kept], turn_id=turn_id)
-            drawn = self.store.draw(self.actor(request, engine), request_)
+            drawn = self.store.draw(self.actor(request, engine), request_, owner)
         yield self.finished(drawn, kept, seed)
 
     def prefer(self, draw_id, verdict, best, ranking, request: gr.Request):
         """Record a verdict on a draw: 'best' (one candidate), 'ranking' (best first) or 'all bad'."""
         with shown_errors():
-            draw = self.store.draw_info(required_id(draw_id, "draw"))
+            draw = self.store.draw_info(required_id(draw_id, "draw"), self.history_owner(request))
             kind, order = forms.parse_verdict(verdict, best, ranking, len(draw.candidates))
             preference_id = self.store.prefer(self.actor(request), draw.draw_id, kind, order)
         return f"Saved preference #{preference_id} on draw #{draw.draw_id}: {forms.verdict_text(kind, order)}."
@@ -120,7 +117,7 @@ class Studio:
         """The model looks at one candidate and says what is wrong. Returns (reflection, revised plan,
         reflection id, status); the revised plan is the drawn plan when the model revised nothing."""
         with shown_errors():
-            draw = self.store.draw_info(required_id(draw_id, "draw"))
+            draw = self.store.draw_info(required_id(draw_id, "draw"), self.history_owner(request))
             index = forms.whole_number(candidate, "candidate") - 1
             if not 0 <= index < len(draw.candidates):
                 raise PreferenceError(f"candidate {index + 1} does not exist: this draw has 1 to {len(draw.candidates)}")
@@ -142,13 +139,14 @@ class Studio:
                plan_temperature, engine, request: gr.Request, progress=gr.Progress()):  # noqa: B008 - how Gradio passes progress
         """Draw again from the revised plan (both it and the reflection may have been edited)."""
         with shown_errors():
-            info = self.store.reflection_info(required_id(reflection_id, "reflection"))
+            owner = self.history_owner(request)
+            info = self.store.reflection_info(required_id(reflection_id, "reflection"), owner)
             reflection_text = forms.checked_reflection(reflection_text)
             seed = forms.pick_seed(seed, random_seed)
             settings = forms.draw_settings(n, seed, cfg_scale, temperature, plan_temperature)
             pipeline = self.models.pipeline(engine)
             drawn_from = Plan(info.drawn_plan, info.drawn_plan_source or "model") if info.drawn_plan else None
-            revised = self.plan_to_draw(pipeline, revised_plan, info.turn_id)
+            revised = self.plan_to_draw(pipeline, arguments.text(revised_plan, "revised plan", optional=True), info.turn_id, info.prompt, owner)
             reflection = Reflection(reflection_text, revised, source="model" if reflection_text == info.text else "person")
             plan_text = revised.text if revised is not None else (drawn_from.text if drawn_from else None)
 
@@ -161,7 +159,7 @@ class Studio:
                 info.prompt, plan_text, asdict(settings), [c for c, _ in kept], turn_id=info.turn_id,
                 reflection_id=info.reflection_id, reflection_text=reflection.text,
             )
-            drawn = self.store.draw(self.actor(request, engine), request_)
+            drawn = self.store.draw(self.actor(request, engine), request_, owner)
         yield self.finished(drawn, kept, seed)
 
     # -- history ----------------------------------------------------------------------------------
@@ -188,20 +186,22 @@ class Studio:
         """Prompt, plan and settings from a studio PNG, to make it again or continue from it."""
         with shown_errors():
             made = recipe_of_upload(path)
+            fields = checked_recipe(made, self.models.current().info.default_cfg_scale)
         return (
-            made.get("prompt", ""), made.get("plan") or "", made.get("seed", 0), made.get("cfg_scale", self.models.current().info.default_cfg_scale),
-            made.get("temperature", DrawSettings.temperature), made.get("plan_temperature", DrawSettings.plan_temperature),
+            *fields.values(),
             f"Opened the recipe of a picture by {html.escape(str(made.get('model', 'an unknown model')))}.",
         )
 
     # -- helpers ----------------------------------------------------------------------------------
 
-    def plan_to_draw(self, pipeline: ReasonerPipeline, text, turn_id: int | None) -> Plan | None:
-        """None for an empty plan; the model's plan as written; a person's plan once it is checked."""
-        text = (text or "").strip()
+    def plan_to_draw(self, pipeline: ReasonerPipeline, text: str, turn_id: int | None, prompt: str, owner: str | None) -> Plan | None:
+        """None for an empty plan; the model's plan as written; a person's plan once it is checked.
+        A plan is the model's only when it is exactly what the model wrote in this turn, for this
+        prompt (`Store.plan_source`); anything else, however it is labelled, is checked."""
+        text = text.strip()
         if not text:
             return None
-        if self.store.plan_source(turn_id, text) == "model":
+        if self.store.plan_source(turn_id, text, prompt, owner) == "model":
             return Plan(text, "model")
         return pipeline.check_plan(Plan(text, "person"))
 

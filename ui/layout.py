@@ -11,7 +11,7 @@ from __future__ import annotations
 import gradio as gr
 
 from reasoner.engine import BUILT_ENGINES, ENGINES
-from reasoner.records import MAX_CANDIDATES, DrawSettings
+from reasoner.records import MAX_CANDIDATES, MAX_PLAN_CHARS, MAX_REFLECTION_CHARS, DrawSettings
 
 from .forms import VERDICTS
 from .handlers import Studio
@@ -27,7 +27,11 @@ EXAMPLES = [
     "a shape with no corners colored like a banana",
     "three circles in a row across the top",
 ]
-MODEL = {"concurrency_id": "model", "concurrency_limit": 1}  # one model task at a time
+# The handlers get the arguments as sent and check them themselves (ui/arguments.py): Gradio's
+# preprocessing would coerce some (123 -> "123", 1.5 -> 2) and fail on others with a generic error.
+# Only for events whose inputs are plain values: a file's preprocessing is what keeps its path safe.
+RAW = {"preprocess": False}
+MODEL = {"concurrency_id": "model", "concurrency_limit": 1, **RAW}  # one model task at a time
 PAGE_ONLY = {"api_visibility": "private"}
 CSS = ".notice {border-left: 4px solid #e5a50a; padding-left: 12px; background: #fff8e1} #plan-status, #revised-status {min-height: 1.5em}"
 
@@ -81,7 +85,7 @@ def studio_tab(model_info: str, engine: str, cfg_scale: float) -> dict:
             with gr.Row():
                 ui["think"] = gr.Button("Think", variant="primary", elem_id="think")
                 ui["draw"] = gr.Button("Draw", variant="primary", elem_id="draw")
-            ui["plan"] = gr.Textbox(label="Plan (the model's; edit it before drawing)", lines=3, elem_id="plan")
+            ui["plan"] = gr.Textbox(label="Plan (the model's; edit it before drawing)", lines=3, max_length=MAX_PLAN_CHARS, elem_id="plan")
             ui["plan_status"] = gr.Markdown(elem_id="plan-status")
             ui["gallery"] = gr.Gallery(label="Candidates (click one to pick it)", columns=4, height="auto",
                                        object_fit="contain", interactive=False, elem_id="gallery")
@@ -97,8 +101,8 @@ def studio_tab(model_info: str, engine: str, cfg_scale: float) -> dict:
                 with gr.Row():
                     ui["candidate"] = gr.Number(1, label="Candidate to reflect on", precision=0, minimum=1, elem_id="candidate")
                     ui["reflect"] = gr.Button("Reflect", elem_id="reflect")
-                ui["reflection"] = gr.Textbox(label="The model's reflection (editable)", lines=2, elem_id="reflection")
-                ui["revised"] = gr.Textbox(label="Revised plan (editable)", lines=2, elem_id="revised")
+                ui["reflection"] = gr.Textbox(label="The model's reflection (editable)", lines=2, max_length=MAX_REFLECTION_CHARS, elem_id="reflection")
+                ui["revised"] = gr.Textbox(label="Revised plan (editable)", lines=2, max_length=MAX_PLAN_CHARS, elem_id="revised")
                 ui["revised_status"] = gr.Markdown(elem_id="revised-status")
                 ui["redraw"] = gr.Button("Redraw from the revised plan", variant="primary", elem_id="redraw")
         with gr.Column(scale=1):
@@ -149,7 +153,7 @@ def connect_loop(studio: Studio, ui: dict) -> None:
     ui["draw"].click(on_gpu(studio.draw), [ui["prompt"], ui["plan"], ui["turn_id"], *settings], drawn, api_name="draw", **MODEL)
     ui["prefer"].click(
         studio.prefer, [ui["draw_id"], ui["verdict"], ui["best"], ui["ranking"]], ui["prefer_status"],
-        api_name="prefer", concurrency_id="store", concurrency_limit=4,
+        api_name="prefer", concurrency_id="store", concurrency_limit=4, **RAW,
     )
     ui["reflect"].click(
         on_gpu(studio.reflect), [ui["draw_id"], ui["candidate"], ui["plan_temperature"], ui["engine"]],
@@ -174,6 +178,6 @@ def connect_history(studio: Studio, ui: dict, hist: dict, tabs: gr.Tabs, history
     history_tab.select(studio.history, None, hist["table"], concurrency_id="store", **PAGE_ONLY)
     hist["table"].select(turn_of_row, None, hist["turn"], queue=False, **PAGE_ONLY)
     reopened = [ui[k] for k in ("prompt", "plan", "turn_id", "gallery", "draw_id", "reflection", "revised", "reflection_id", "draw_status")]
-    hist["reopen"].click(studio.reopen, hist["turn"], reopened, concurrency_id="store", **PAGE_ONLY).then(
+    hist["reopen"].click(studio.reopen, hist["turn"], reopened, concurrency_id="store", **RAW, **PAGE_ONLY).then(
         lambda: gr.Tabs(selected="studio"), None, tabs, queue=False, **PAGE_ONLY
     )

@@ -8,6 +8,9 @@ from PIL import Image, UnidentifiedImageError
 
 from reasoner.errors import ReasonerError
 from reasoner.pngmeta import read_recipe
+from reasoner.records import LAST_SEED, MAX_PLAN_CHARS, DrawSettings
+
+from . import arguments
 
 MAX_RECIPE_PIXELS = 4096 * 4096
 
@@ -27,8 +30,36 @@ def recipe_of_upload(path: str | Path | None) -> dict:
             if image.width * image.height > MAX_RECIPE_PIXELS:
                 raise UploadError(f"that picture is {image.width} x {image.height}; the studio opens at most 4096 x 4096")
         recipe = read_recipe(path)
+    except Image.DecompressionBombError:
+        raise UploadError("that PNG's header claims far more pixels than any studio picture: a decompression bomb; it was not opened") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise UploadError("that file is not a picture the studio can open") from None
     if not isinstance(recipe, dict) or "prompt" not in recipe:
         raise UploadError("that PNG carries no studio recipe (prompt, plan, seed, settings)")
     return recipe
+
+
+def checked_recipe(recipe: dict, default_cfg_scale: float) -> dict:
+    """A recipe's fields as the sliders and boxes take them, each checked like the form's own input
+    (a PNG's text chunk is anyone's to write): prompt, plan, seed, cfg_scale, temperature, plan_temperature."""
+    def field(key, default):
+        return recipe[key] if key in recipe else default
+
+    try:
+        return {
+            "prompt": arguments.text(recipe["prompt"], "the recipe's prompt"),
+            "plan": plan_text(field("plan", None)),
+            "seed": arguments.whole(field("seed", 0), "the recipe's seed", 0, LAST_SEED),
+            "cfg_scale": arguments.real(field("cfg_scale", default_cfg_scale), "the recipe's cfg_scale", 1.0, 20.0),
+            "temperature": arguments.real(field("temperature", DrawSettings.temperature), "the recipe's temperature", 0.0, 5.0),
+            "plan_temperature": arguments.real(field("plan_temperature", DrawSettings.plan_temperature), "the recipe's plan_temperature", 0.0, 5.0),
+        }
+    except arguments.ArgumentError as error:
+        raise UploadError(str(error)) from None
+
+
+def plan_text(plan) -> str:
+    text = arguments.text(plan, "the recipe's plan", optional=True)
+    if len(text) > MAX_PLAN_CHARS:
+        raise arguments.ArgumentError(f"the recipe's plan is {len(text)} characters long; the limit is {MAX_PLAN_CHARS}")
+    return text

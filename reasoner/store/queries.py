@@ -18,16 +18,21 @@ def candidates_of(conn: sqlite3.Connection, draw_id: int) -> tuple[CandidateRef,
     return tuple(CandidateRef(*row) for row in rows)
 
 
-def draw_info(conn: sqlite3.Connection, draw_id: int) -> DrawInfo:
+def owned(who: str, owner: str | None) -> bool:
+    """Whether a row of `who`'s turn is `owner`'s to see and act on (owner None: anyone's)."""
+    return owner is None or who == owner
+
+
+def draw_info(conn: sqlite3.Connection, draw_id: int, owner: str | None = None) -> DrawInfo:
     row = conn.execute(
-        "SELECT d.turn_id, p.text, pl.text, pl.source, d.settings FROM draws d"
+        "SELECT d.turn_id, p.text, pl.text, pl.source, d.settings, t.who FROM draws d"
         " JOIN turns t ON t.id = d.turn_id JOIN prompts p ON p.id = t.prompt_id"
         " LEFT JOIN plans pl ON pl.id = d.plan_id WHERE d.id = ?",
         (draw_id,),
     ).fetchone()
-    if row is None:
+    if row is None or not owned(row[5], owner):
         raise PreferenceError(f"draw {draw_id} does not exist")
-    turn_id, prompt, plan, source, settings = row
+    turn_id, prompt, plan, source, settings, _ = row
     return DrawInfo(turn_id, draw_id, prompt, plan, source, json.loads(settings), candidates_of(conn, draw_id))
 
 
@@ -59,16 +64,16 @@ def latest_plan_id(conn: sqlite3.Connection, turn_id: int) -> int | None:
     return None if row is None else row[0]
 
 
-def reflection_info(conn: sqlite3.Connection, reflection_id: int) -> ReflectionInfo:
+def reflection_info(conn: sqlite3.Connection, reflection_id: int, owner: str | None = None) -> ReflectionInfo:
     row = conn.execute(
-        "SELECT r.turn_id, c.draw_id, p.text, r.text FROM reflections r"
+        "SELECT r.turn_id, c.draw_id, p.text, r.text, t.who FROM reflections r"
         " JOIN candidates c ON c.id = r.candidate_id JOIN turns t ON t.id = r.turn_id"
         " JOIN prompts p ON p.id = t.prompt_id WHERE r.id = ?",
         (reflection_id,),
     ).fetchone()
-    if row is None:
+    if row is None or not owned(row[4], owner):
         raise PreferenceError(f"reflection {reflection_id} does not exist")
-    turn_id, draw_id, prompt, text = row
+    turn_id, draw_id, prompt, text, _ = row
     revised = plan_text(conn, revised_plan_id(conn, reflection_id))
     drawn = draw_info(conn, draw_id)
     return ReflectionInfo(turn_id, reflection_id, draw_id, prompt, text, revised, drawn.plan, drawn.plan_source)
@@ -91,7 +96,7 @@ def turn_state(conn: sqlite3.Connection, turn_id: int, who: str | None) -> TurnS
     row = conn.execute(
         "SELECT p.text, t.who FROM turns t JOIN prompts p ON p.id = t.prompt_id WHERE t.id = ?", (turn_id,)
     ).fetchone()
-    if row is None or (who is not None and row[1] != who):
+    if row is None or not owned(row[1], who):
         raise PreferenceError(f"turn {turn_id} does not exist")
     plan = plan_text(conn, latest_plan_id(conn, turn_id))
     draw = conn.execute("SELECT id FROM draws WHERE turn_id = ? ORDER BY id DESC LIMIT 1", (turn_id,)).fetchone()
@@ -112,6 +117,13 @@ def turn_state(conn: sqlite3.Connection, turn_id: int, who: str | None) -> TurnS
         last_reflection=None if reflection is None else reflection_info(conn, reflection[0]),
         verdicts=verdicts,
     )
+
+
+def turn_prompt(conn: sqlite3.Connection, turn_id: int, owner: str | None = None) -> str:
+    row = conn.execute("SELECT p.text, t.who FROM turns t JOIN prompts p ON p.id = t.prompt_id WHERE t.id = ?", (turn_id,)).fetchone()
+    if row is None or not owned(row[1], owner):
+        raise PreferenceError(f"turn {turn_id} does not exist")
+    return row[0]
 
 
 def counts(conn: sqlite3.Connection) -> dict[str, int]:

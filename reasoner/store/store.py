@@ -134,11 +134,12 @@ class Store:
             plan_id = _insert(conn, "plans", turn_id=turn_id, text=plan, source="model", who=actor.who, created_at=now())
         return ThinkRef(turn_id, plan_id)
 
-    def draw(self, actor: Actor, request: DrawRequest) -> DrawRef:
-        """Record a draw or redraw: the plan as drawn (a person's edit is a new row), its pictures."""
+    def draw(self, actor: Actor, request: DrawRequest, owner: str | None = None) -> DrawRef:
+        """Record a draw or redraw: the plan as drawn (a person's edit is a new row), its pictures.
+        With `owner` set, the turn and reflection it continues must be `owner`'s."""
         stored = [put_image_or_fail(self.data_dir, c.png) for c in request.candidates]
         with self._action() as conn:
-            turn_id = _turn_for(conn, actor, request.turn_id, request.prompt)
+            turn_id = _turn_for(conn, actor, request.turn_id, request.prompt, owner)
             reflection_id = _reflection_for(conn, actor, turn_id, request)
             plan_id = None if request.plan is None else _plan_for(conn, actor, turn_id, request.plan, request.reflection_id)
             draw_id = _insert(
@@ -185,13 +186,20 @@ class Store:
 
     # -- reads ------------------------------------------------------------------------------------
 
-    def draw_info(self, draw_id: int) -> DrawInfo:
-        with self._reading() as conn:
-            return queries.draw_info(conn, draw_id)
+    # `owner` (None: anyone) narrows a read to one person's turns; another's id reads as missing.
 
-    def reflection_info(self, reflection_id: int) -> ReflectionInfo:
+    def draw_info(self, draw_id: int, owner: str | None = None) -> DrawInfo:
         with self._reading() as conn:
-            return queries.reflection_info(conn, reflection_id)
+            return queries.draw_info(conn, draw_id, owner)
+
+    def reflection_info(self, reflection_id: int, owner: str | None = None) -> ReflectionInfo:
+        with self._reading() as conn:
+            return queries.reflection_info(conn, reflection_id, owner)
+
+    def turn_prompt(self, turn_id: int, owner: str | None = None) -> str:
+        """The prompt of turn `turn_id`; PreferenceError if it does not exist (or is not `owner`'s)."""
+        with self._reading() as conn:
+            return queries.turn_prompt(conn, turn_id, owner)
 
     def recent_turns(self, limit: int = 50, who: str | None = None) -> list[TurnSummary]:
         with self._reading() as conn:
@@ -205,15 +213,18 @@ class Store:
         with self._reading() as conn:
             return queries.counts(conn)
 
-    def plan_source(self, turn_id: int | None, text: str) -> str:
-        """"model" if the model wrote exactly `text` in this turn (it is drawn as written), else "person"."""
+    def plan_source(self, turn_id: int | None, text: str, prompt: str, owner: str | None = None) -> str:
+        """"model" if the model wrote exactly `text` in turn `turn_id` and that turn is of `prompt`
+        (and `owner`'s, when set): it is drawn as written. Anything else is a person's plan."""
         if turn_id is None:
             return "person"
         with self._reading() as conn:
             row = conn.execute(
-                "SELECT source FROM plans WHERE turn_id = ? AND text = ? ORDER BY source = 'model' DESC LIMIT 1", (turn_id, text)
+                "SELECT t.who FROM plans pl JOIN turns t ON t.id = pl.turn_id JOIN prompts p ON p.id = t.prompt_id"
+                " WHERE pl.turn_id = ? AND pl.text = ? AND pl.source = 'model' AND p.text = ? LIMIT 1",
+                (turn_id, text, prompt),
             ).fetchone()
-        return row[0] if row else "person"
+        return "model" if row is not None and queries.owned(row[0], owner) else "person"
 
     def keep_image(self, png: bytes) -> Path:
         """Write a picture now (to show it before its draw is recorded); its absolute path."""
@@ -267,16 +278,10 @@ def _new_turn(conn: sqlite3.Connection, actor: Actor, prompt: str) -> int:
     return _insert(conn, "turns", prompt_id=prompt_id, who=actor.who, model=actor.model, engine=actor.engine, created_at=now())
 
 
-def _turn_for(conn: sqlite3.Connection, actor: Actor, turn_id: int | None, prompt: str) -> int:
+def _turn_for(conn: sqlite3.Connection, actor: Actor, turn_id: int | None, prompt: str, owner: str | None) -> int:
     """`turn_id` if it is a turn of `prompt`; a new turn otherwise (no turn yet, or a new prompt)."""
-    if turn_id is not None:
-        row = conn.execute(
-            "SELECT p.text FROM turns t JOIN prompts p ON p.id = t.prompt_id WHERE t.id = ?", (turn_id,)
-        ).fetchone()
-        if row is None:
-            raise PreferenceError(f"turn {turn_id} does not exist")
-        if row[0] == prompt:
-            return turn_id
+    if turn_id is not None and queries.turn_prompt(conn, turn_id, owner) == prompt:
+        return turn_id
     return _new_turn(conn, actor, prompt)
 
 
