@@ -25,6 +25,7 @@ from .batched import draw_pictures, write_plans, write_reflections
 from .engine import DEFAULT_ENGINE, ENGINES
 from .pipeline import ReasonerPipeline, revised_plan_in
 from .records import MAX_REFLECT_ROUNDS, Plan, Reflection, check_reflect_rounds, redraw_seed
+from .reflection_loop import last_picture, run_reflection_rounds
 from .shapes import CATEGORIES, SuitePrompt, accuracy_by_category, detect, format_plan, make_suite, random_scene, reading_in, scene_reading, score_image
 
 MODES = ("direct", "think", "reflect", "follow")
@@ -103,34 +104,32 @@ def evaluate(backend: JanusBackend, modes: list[str], settings: EvalSettings) ->
 
 
 def reflect_and_redraw(pipeline: ReasonerPipeline, prompts, plans: list[str], pictures, seeds, settings: EvalSettings):
-    """The pipeline's reflection rounds for every prompt at once: reflect on each picture, redraw
-    where the reflection revises (from `plan_to_redraw`, seed `redraw_seed(seed, round)`), and
-    look again at the redraws until none is revised or the rounds are spent. `plans` are the
-    texts the pictures were drawn from. Returns the final pictures, the first round's reflections
-    and revised plans (None: judged right), and how many redraws each prompt got."""
+    """The pipeline's reflection rounds (`reflection_loop.py`) for every prompt at once: reflect on
+    each picture, redraw where the reflection revises (from `plan_to_redraw`, seed
+    `redraw_seed(seed, round)`), and look again at the redraws until none is revised or the rounds
+    are spent. `plans` are the texts the pictures were drawn from. Returns the final pictures, the
+    first round's reflections and revised plans (None: judged right), and how many redraws each
+    prompt got."""
     backend = pipeline.backend
-    final, current_plans = list(pictures), list(plans)
-    redraws = [0] * len(prompts)
-    active = list(range(len(prompts)))
-    for round_number in range(1, settings.reflect_rounds + 1):
-        progress(f"reflect round {round_number}: {len(active)} reflections")
+
+    def look(rows: list[int], plans_now: list[str], pictures_now: list, round_number: int) -> list[Reflection]:
+        progress(f"reflect round {round_number}: {len(rows)} reflections")
         # each look with the seed of the picture it looks at, as in the pipeline
-        looked_at = [redraw_seed(seeds[i], round_number - 1) for i in active]
-        reflections = write_reflections(backend, [prompts[i] for i in active], [current_plans[i] for i in active], [final[i] for i in active], looked_at, 0.0, settings.batch_size)
-        revised = [revised_plan_in(text) for text in reflections]
-        if round_number == 1:
-            first_reflections, first_revised = reflections, revised
-        redo = [(i, Reflection(text, plan)) for i, text, plan in zip(active, reflections, revised) if plan is not None]
-        if not redo:
-            break
-        progress(f"reflect round {round_number}: redrawing {len(redo)} revised pictures")
-        redo_plans = [pipeline.model_text(pipeline.plan_to_redraw(Plan(current_plans[i]), reflection)) for i, reflection in redo]
-        redrawn = draw_pictures(backend, [prompts[i] for i, _ in redo], redo_plans, [redraw_seed(seeds[i], round_number) for i, _ in redo], settings.cfg_scale, settings.temperature, settings.batch_size)
-        for (i, _), plan, picture in zip(redo, redo_plans, redrawn):
-            final[i], current_plans[i] = picture, plan
-            redraws[i] += 1
-        active = [i for i, _ in redo]
-    return final, first_reflections, first_revised, redraws
+        looked_at = [redraw_seed(seeds[i], round_number - 1) for i in rows]
+        texts = write_reflections(backend, [prompts[i] for i in rows], [plans_now[i] for i in rows], [pictures_now[i] for i in rows], looked_at, 0.0, settings.batch_size)
+        return [Reflection(text, revised_plan_in(text)) for text in texts]
+
+    def redraw(rows: list[int], reflections: list[Reflection], plans_now: list[str], round_number: int) -> list[tuple]:
+        progress(f"reflect round {round_number}: redrawing {len(rows)} revised pictures")
+        redo_plans = [pipeline.model_text(pipeline.plan_to_redraw(Plan(plans_now[i]), reflection)) for i, reflection in zip(rows, reflections)]
+        redrawn = draw_pictures(backend, [prompts[i] for i in rows], redo_plans, [redraw_seed(seeds[i], round_number) for i in rows], settings.cfg_scale, settings.temperature, settings.batch_size)
+        return list(zip(redo_plans, redrawn))
+
+    chains = run_reflection_rounds(plans, pictures, settings.reflect_rounds, look, redraw)
+    final = [last_picture(picture, chain) for picture, chain in zip(pictures, chains)]
+    first = [chain[0].reflection for chain in chains]
+    redraws = [sum(look_.redrawn is not None for look_ in chain) for chain in chains]
+    return final, [r.text for r in first], [r.revised_plan for r in first], redraws
 
 
 def reading_exact(reflections: list[str], pictures) -> float | None:

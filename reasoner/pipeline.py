@@ -20,6 +20,7 @@ from PIL import Image
 from .backends.base import Backend, ModelInfo
 from .errors import InvalidPromptError, PlanError
 from .records import Candidate, DrawSettings, Plan, Reflection, ReflectionRound, Turn, check_reflect_rounds, redraw_seed
+from .reflection_loop import run_reflection_rounds
 from .worlds import World, plan_body, plan_reasoning, world_named
 
 
@@ -172,22 +173,22 @@ class ReasonerPipeline:
         return turn
 
     def reflection_rounds(self, prompt: str, plan: Plan | None, candidate: Candidate, settings: DrawSettings, rounds: int) -> list[ReflectionRound]:
-        """At most `rounds` looks at a candidate, each at the picture the one before redrew."""
-        done: list[ReflectionRound] = []
-        picture = candidate
-        for round_number in range(1, rounds + 1):
-            reflection = self.reflect(prompt, plan, picture.image, picture.seed, settings.plan_temperature)
-            if not reflection.needs_revision:
-                done.append(ReflectionRound(reflection, None, None))
-                break
+        """At most `rounds` looks at a candidate, each at the picture the one before redrew: the
+        loop of `reflection_loop.py` (which the eval runs for many prompts at once) on one chain."""
+
+        def look(_rows, plans, pictures, round_number):
+            return [self.reflect(prompt, plans[0], pictures[0].image, pictures[0].seed, settings.plan_temperature)]
+
+        def redraw(_rows, reflections, plans, round_number):
             # A fresh seed for every round, so a redraw of an unchanged plan differs.
             single = DrawSettings(**{**settings.__dict__, "n": 1, "seed": redraw_seed(candidate.seed, round_number)})
-            plan = self.plan_to_redraw(plan, reflection)
-            picture = self.draw(prompt, plan, single)[0]
+            plan_to_draw = self.plan_to_redraw(plans[0], reflections[0])
+            picture = self.draw(prompt, plan_to_draw, single)[0]
             picture.index = candidate.index
-            done.append(ReflectionRound(reflection, picture, plan))
-        return done
+            return [(plan_to_draw, picture)]
 
+        chain = run_reflection_rounds([plan], [candidate], rounds, look, redraw)[0]
+        return [ReflectionRound(step.reflection, step.redrawn, step.plan) for step in chain]
 
 def revised_plan_in(reflection_text: str) -> Plan | None:
     """The plan a reflection proposes after its last `Plan:` marker, or None when it proposes none.

@@ -50,6 +50,7 @@ class JanusBackend:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.boi_id = tokenizer.convert_tokens_to_ids(tokenizer.boi_token)
         self.eoi_id = tokenizer.convert_tokens_to_ids(tokenizer.eoi_token)
+        self.special = SpecialTokens(bos=self.bos_id, boi=self.boi_id, pad=self.pad_id)  # guidance's drop rule reads these
         self.image_token_id = model.config.image_token_id
         self.num_image_tokens = model.config.vision_config.num_image_tokens
         vq = model.config.vq_config
@@ -206,9 +207,8 @@ class JanusBackend:
         return self._reflect_runner
 
     def _make_runner(self, model: JanusForConditionalGeneration, model_dir: Path | None):
-        special = SpecialTokens(bos=self.bos_id, boi=self.boi_id, pad=self.pad_id)
         options = {"compile": self.fast_compile} if self.engine == "fast" else {}
-        return make_engine(self.engine, model, special, model_dir=model_dir, **options)
+        return make_engine(self.engine, model, self.special, model_dir=model_dir, **options)
 
     def text_from_tokens(self, new_tokens: list[int], stop_ids: list[int]) -> str:
         for position, token in enumerate(new_tokens):

@@ -5,13 +5,16 @@ how many candidates were drawn beside it. This processor does the guidance mix, 
 top-k and the draw itself with one `torch.Generator` per row, and hands back scores in which only
 the chosen token is finite; the caller then runs transformers' greedy path, whose argmax takes it.
 A candidate's seed therefore reproduces its picture on its own. With temperature 0 it is plain
-greedy decoding on the guided scores.
+greedy decoding on the guided scores. The mix and the temperature + top-k arithmetic are the
+engines' own (`reasoner/engine/sampling.py`); only the draw (`torch.multinomial`) is this file's.
 """
 
 from __future__ import annotations
 
 import torch
 from transformers import LogitsProcessor
+
+from ..engine.sampling import guided, probabilities
 
 
 class SeededSampler(LogitsProcessor):
@@ -30,11 +33,7 @@ class SeededSampler(LogitsProcessor):
 
     def mix(self, scores: torch.Tensor) -> torch.Tensor:
         """Guided scores: the batch is [conditional rows; unconditional rows] when guidance is on."""
-        scores = scores.float()
-        if self.guidance_scale is None:
-            return scores
-        conditional, unconditional = scores.chunk(2)
-        return unconditional + self.guidance_scale * (conditional - unconditional)
+        return guided(scores, self.guidance_scale)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         scores = self.mix(scores)
@@ -49,9 +48,5 @@ def sample_rows(scores: torch.Tensor, generators: list[torch.Generator], tempera
     """One token per row of `scores` (rows, vocab), row i drawn with generators[i]."""
     if len(generators) != scores.shape[0]:
         raise ValueError(f"{len(generators)} generators for {scores.shape[0]} rows")
-    scores = scores / temperature
-    if 0 < top_k < scores.shape[-1]:
-        kth_best = torch.topk(scores, top_k, dim=-1).values[:, -1:]
-        scores = scores.masked_fill(scores < kth_best, float("-inf"))
-    probs = torch.softmax(scores, dim=-1)
+    probs = probabilities(scores, temperature, top_k)
     return torch.cat([torch.multinomial(row, 1, generator=g) for row, g in zip(probs, generators)])

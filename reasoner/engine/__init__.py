@@ -11,7 +11,7 @@ The engine reads tensors only: it imports nothing from the backends, the command
 from __future__ import annotations
 
 from ..errors import InvalidSettingError
-from .fast import SpecialTokens
+from .guidance import SpecialTokens
 
 ENGINES = ("hf", "fast", "onnx")
 BUILT_ENGINES = ("hf", "fast", "onnx")  # the engines this checkout can run

@@ -11,7 +11,8 @@ rotary frequencies of `model.model.language_model`, `lm_head` for text, `generat
 `generation_aligner` (the embedding of a drawn image token) and `generation_head` for image
 tokens; a reflection's picture comes as the features the backend read it into. On a GPU it uses
 them in place; on a CPU through packed copies that follow the model's weights
-(`fast_weights.Weights`). What it does that transformers' `generate` does not:
+(`fast_weights.Weights`); a layer's arithmetic is `llama.py`'s, shared with the ONNX export.
+What it does that transformers' `generate` does not:
 
 1. One KV cache preallocated per row count, (rows, kv_heads, max_len, head_dim) per layer, written
    in place at the step's position (`KVCache`), reused from call to call.
@@ -37,13 +38,14 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .fast_weights import Weights
+from .guidance import SpecialTokens, guidance_rows
+from .llama import DecoderShape, rope_tables, run_layers
 from .sampling import RowNoise, guided, pick
 
 BUCKET = 64  # attention reads the cache in steps of this many positions
@@ -51,40 +53,8 @@ CACHE_ROUND = 256  # caches are allocated in steps of this many positions, so th
 MAX_DECODERS = 8  # decoders (each with its KV cache) kept, least recently used dropped first
 
 
-@dataclass(frozen=True)
-class SpecialTokens:
-    bos: int
-    boi: int  # begin-of-image: ends every drawing context
-    pad: int  # replaces every token but BOS/BOI in the unconditional context
-
-
-@dataclass(frozen=True)
-class DecoderShape:
-    """The sizes of the Llama decoder, read from its config (GQA: kv_heads may be < heads)."""
-
-    layers: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-
-    @classmethod
-    def of(cls, config) -> DecoderShape:
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        return cls(config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads, head_dim)
-
-
 def round_up(n: int, step: int) -> int:
     return -(-n // step) * step
-
-
-def unconditional_ids(context_ids: list[int], special: SpecialTokens) -> list[int]:
-    """The prompt-dropped context for guidance: every token but BOS and BOI becomes pad."""
-    return [t if t in (special.bos, special.boi) else special.pad for t in context_ids]
-
-
-def guidance_rows(contexts: list[list[int]], special: SpecialTokens) -> list[list[int]]:
-    """[conditional rows; unconditional rows]: each context, then each one's prompt-dropped form."""
-    return contexts + [unconditional_ids(c, special) for c in contexts]
 
 
 def distinct_rows(rows: list[list[int]]) -> tuple[list[list[int]], list[int]]:
@@ -92,36 +62,6 @@ def distinct_rows(rows: list[list[int]]) -> tuple[list[list[int]], list[int]]:
     where: dict[tuple[int, ...], int] = {}
     index = [where.setdefault(tuple(row), len(where)) for row in rows]
     return [list(row) for row in where], index
-
-
-# -- the decoder's arithmetic, the same as transformers' Llama, on its modules ---------------------
-
-
-def rms_norm(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
-    """LlamaRMSNorm, operation for operation: normalise in float32, scale in the input dtype."""
-    if x.dtype == torch.float32:  # the same operations, less the two no-op casts
-        return norm.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon))
-    x32 = x.float()
-    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
-    return norm.weight * x32.to(x.dtype)
-
-
-def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding of x (rows, heads, T, head_dim) with cos/sin (T, head_dim)."""
-    half = x.shape[-1] // 2
-    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
-
-
-def mlp(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return block.down_proj(block.act_fn(block.gate_proj(x)) * block.up_proj(x))
-
-
-def rope_tables(rotary: nn.Module, length: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin (length, head_dim) for positions 0..length-1, computed as LlamaRotaryEmbedding does."""
-    positions = torch.arange(length, device=rotary.inv_freq.device).float()
-    freqs = positions[:, None] * rotary.inv_freq.float()[None, :]  # (length, head_dim / 2)
-    angles = torch.cat((freqs, freqs), dim=-1)
-    return (angles.cos() * rotary.attention_scaling).to(dtype), (angles.sin() * rotary.attention_scaling).to(dtype)
 
 
 class KVCache(nn.Module):
@@ -168,24 +108,10 @@ class FastDecoder(nn.Module):
         self.temperature = torch.ones((), device=device)
         self.exact_reads = exact_reads  # decode steps read the cache exactly up to their position (no mask)
 
-    def blocks(self):
-        """(index, transformers layer: norms, attention scale, activation; its KV cache) per layer."""
-        return zip(range(self.shape.layers), self.janus.model.language_model.layers, self.caches)
-
-    def qkv(self, i: int, layer, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Rotated q (rows, heads, T, hd), rotated k and v (rows, kv_heads, T, hd) of x (rows, T, hidden)."""
-        rows, length, _ = x.shape
-        s = self.shape
-        qkv = self.weights.qkv(i, layer.self_attn, rms_norm(x, layer.input_layernorm))
-        qkv = qkv.view(rows, length, s.heads + 2 * s.kv_heads, s.head_dim).transpose(1, 2)  # (rows, heads', T, hd)
-        qk = rotate(qkv[:, : s.heads + s.kv_heads], cos, sin)  # q and k rotated together
-        return qk[:, : s.heads], qk[:, s.heads :], qkv[:, s.heads + s.kv_heads :]
-
-    def finish_block(self, i: int, layer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Residual adds around attention output y (rows, heads, T, hd) and the MLP."""
-        rows, _, length, _ = y.shape
-        x = x + self.weights.o(i, layer.self_attn, y.transpose(1, 2).reshape(rows, length, -1))
-        return x + self.weights.mlp(i, layer.mlp, rms_norm(x, layer.post_attention_layernorm))
+    @property
+    def language_model(self) -> nn.Module:
+        """The Llama decoder whose layers, norms and attention scales the steps read."""
+        return self.janus.model.language_model
 
     def prefill(self, x: torch.Tensor, cache_rows: torch.Tensor | None = None) -> torch.Tensor:
         """Run contexts x (r, T, hidden) from position 0; cache row j gets context cache_rows[j].
@@ -196,16 +122,17 @@ class FastDecoder(nn.Module):
         length = x.shape[1]
         rows = x.shape[0] if cache_rows is None else cache_rows.shape[0]
         assert rows == self.rows and length <= self.max_len, (x.shape, rows, self.rows, self.max_len)
-        cos, sin = self.rope_cos[:length], self.rope_sin[:length]
         gqa = self.shape.kv_heads != self.shape.heads
-        for i, layer, cache in self.blocks():
-            q, k, v = self.qkv(i, layer, x, cos, sin)
+
+        def attend(i: int, layer, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=layer.self_attn.scaling, enable_gqa=gqa)
-            x = self.finish_block(i, layer, x, y)
             # e.g. [c, u] -> [c, c, ..., u, u, ...]: the [conditional rows; unconditional rows] layout
+            cache = self.caches[i]
             cache.k[:, :, :length] = k if cache_rows is None else k.index_select(0, cache_rows)
             cache.v[:, :, :length] = v if cache_rows is None else v.index_select(0, cache_rows)
-        return rms_norm(x[:, -1], self.janus.model.language_model.norm)
+            return y
+
+        return run_layers(self.weights, self.language_model, self.shape, x, self.rope_cos[:length], self.rope_sin[:length], attend)
 
     def forward_one(self, x: torch.Tensor, input_pos: torch.Tensor, kv_positions: torch.Tensor) -> torch.Tensor:
         """One position for every row: x (rows, 1, hidden) at input_pos (1,) -> hidden (rows, hidden).
@@ -214,18 +141,18 @@ class FastDecoder(nn.Module):
         unless `exact_reads` (then L = input_pos + 1 and there is nothing to mask).
         """
         length = kv_positions.shape[0]
-        cos, sin = self.rope_cos[input_pos], self.rope_sin[input_pos]  # (1, head_dim)
         # additive mask, made once a step for every layer: 0 up to input_pos, -inf after; none when
         # the positions read end at input_pos (eager steps read exactly that far)
         mask = None if self.exact_reads else torch.zeros(1, 1, 1, length, dtype=x.dtype, device=x.device).masked_fill(kv_positions > input_pos, float("-inf"))
         gqa = self.shape.kv_heads != self.shape.heads
-        for i, layer, cache in self.blocks():
-            q, k, v = self.qkv(i, layer, x, cos, sin)
+
+        def attend(i: int, layer, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            cache = self.caches[i]
             cache.update(input_pos, k, v)
             keys, values = cache.k[:, :, :length], cache.v[:, :, :length]  # (rows, kv_heads, L, hd)
-            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=layer.self_attn.scaling, enable_gqa=gqa)
-            x = self.finish_block(i, layer, x, y)
-        return rms_norm(x[:, -1], self.janus.model.language_model.norm)
+            return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=layer.self_attn.scaling, enable_gqa=gqa)
+
+        return run_layers(self.weights, self.language_model, self.shape, x, self.rope_cos[input_pos], self.rope_sin[input_pos], attend)
 
     # The decode steps take what changes between steps (position, noise, sampling settings) as
     # arguments, not through `self`: a step compiled on a CPU with inductor's freezing folds every

@@ -39,9 +39,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .fast import DecoderShape, mlp, rms_norm, rope_tables, rotate
+from .fast_weights import Weights
+from .llama import DecoderShape, rope_tables, run_layers
 
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2  # 2: the decoder step is the fast engine's layers (q/k/v in one product)
 OPSET = 18
 GRAPHS = ("decoder_step", "text_embed", "image_embed", "text_head", "image_head", "vq_decoder")
 
@@ -59,13 +60,17 @@ def export_dtype(model_dtype: torch.dtype) -> torch.dtype:
 
 
 class DecoderStep(nn.Module):
-    """The Llama decoder over T new positions after P cached ones, with the cache as inputs/outputs."""
+    """The Llama decoder over T new positions after P cached ones, with the cache as inputs/outputs.
+
+    The layers are `llama.run_layers`, the fast engine's, on the modules' own weights; only the
+    attention over the cache is this graph's.
+    """
 
     def __init__(self, janus: nn.Module, max_positions: int):
         super().__init__()
         language_model = janus.model.language_model
-        self.layers = language_model.layers
-        self.norm = language_model.norm
+        self.language_model = language_model
+        self.weights = Weights(janus, fused_copies=False)  # the modules' own matrices, q/k/v side by side
         self.shape = DecoderShape.of(language_model.config)
         dtype = language_model.embed_tokens.weight.dtype
         cos, sin = rope_tables(language_model.rotary_emb, max_positions, dtype)
@@ -74,34 +79,28 @@ class DecoderStep(nn.Module):
 
     def forward(self, inputs_embeds: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = inputs_embeds
-        rows, length, _ = x.shape
+        length = x.shape[1]
         s = self.shape
         past_length = past[0].shape[2]
         positions = torch.arange(length, device=x.device) + past_length  # (T,)
-        cos, sin = self.rope_cos[positions], self.rope_sin[positions]  # (T, d)
         key_positions = torch.arange(past_length + length, device=x.device)
         mask = (key_positions[None, :] <= positions[:, None]).view(1, 1, length, past_length + length)
         presents = []
-        for i, layer in enumerate(self.layers):
-            attn = layer.self_attn
-            h = rms_norm(x, layer.input_layernorm)
-            q = attn.q_proj(h).view(rows, length, s.heads, s.head_dim).transpose(1, 2)  # (R, heads, T, d)
-            k = attn.k_proj(h).view(rows, length, s.kv_heads, s.head_dim).transpose(1, 2)  # (R, kv, T, d)
-            v = attn.v_proj(h).view(rows, length, s.kv_heads, s.head_dim).transpose(1, 2)
-            q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+
+        def attend(i: int, layer, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             k = torch.cat([past[2 * i], k], dim=2)  # (R, kv, P + T, d)
             v = torch.cat([past[2 * i + 1], v], dim=2)
-            presents += [k, v]
+            presents.extend([k, v])
             if s.kv_heads != s.heads:  # GQA: each kv head serves heads / kv_heads query heads
                 k = k.repeat_interleave(s.heads // s.kv_heads, dim=1)
                 v = v.repeat_interleave(s.heads // s.kv_heads, dim=1)
             # attention written out (MatMul, Softmax): every ONNX Runtime provider runs it
-            scores = (q @ k.transpose(-1, -2)) * attn.scaling  # (R, heads, T, P + T)
+            scores = (q @ k.transpose(-1, -2)) * layer.self_attn.scaling  # (R, heads, T, P + T)
             scores = scores.masked_fill(~mask, float("-inf")).softmax(-1)
-            y = (scores @ v).transpose(1, 2).reshape(rows, length, -1)
-            x = x + attn.o_proj(y)
-            x = x + mlp(layer.mlp, rms_norm(x, layer.post_attention_layernorm))
-        return (rms_norm(x[:, -1], self.norm), *presents)
+            return scores @ v  # (R, heads, T, d)
+
+        hidden = run_layers(self.weights, self.language_model, s, x, self.rope_cos[positions], self.rope_sin[positions], attend)
+        return (hidden, *presents)
 
 
 class TextEmbed(nn.Module):

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .fast import SpecialTokens, decode_until_stopped, guidance_rows
+from .fast import decode_until_stopped
+from .guidance import SpecialTokens, guidance_rows
 from .onnx_export import GRAPHS, ensure_exported, export_dtype
 from .sampling import RowNoise, guided, pick
 

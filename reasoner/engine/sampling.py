@@ -1,6 +1,7 @@
-"""Token choice on the device, shared by the fast and ONNX engines.
+"""Token choice: the one home of the guidance mix and of temperature + top-k, read by the fast and
+ONNX engines here and by the reference's `SeededSampler` (`reasoner/backends/sampling.py`).
 
-The semantics are the reference's (`reasoner/backends/sampling.py`, `SeededSampler`): guidance
+The semantics: guidance
 `uncond + s * (cond - uncond)` on float32 scores, temperature 0 = argmax of the guided scores,
 otherwise temperature, top-k and one draw per candidate from that candidate's own generator.
 
@@ -33,16 +34,20 @@ def guided(logits: torch.Tensor, cfg_scale: torch.Tensor | float | None) -> torc
     return unconditional + cfg_scale * (conditional - unconditional)
 
 
-def pick(scores: torch.Tensor, noise: torch.Tensor | None, temperature: torch.Tensor | float, top_k: int) -> torch.Tensor:
-    """(rows,) token ids. `noise` None is greedy (temperature 0); else (rows, vocab) Exp(1) noise."""
-    if noise is None:
-        return scores.argmax(-1)
+def probabilities(scores: torch.Tensor, temperature: torch.Tensor | float, top_k: int) -> torch.Tensor:
+    """(rows, vocab) sampling probabilities of guided scores: temperature, then the k best (0: all)."""
     scores = scores / temperature
     if 0 < top_k < scores.shape[-1]:
         kth_best = torch.topk(scores, top_k, dim=-1).values[:, -1:]
         scores = scores.masked_fill(scores < kth_best, float("-inf"))
-    probs = torch.softmax(scores, dim=-1)
-    return (probs / noise).argmax(-1)
+    return torch.softmax(scores, dim=-1)
+
+
+def pick(scores: torch.Tensor, noise: torch.Tensor | None, temperature: torch.Tensor | float, top_k: int) -> torch.Tensor:
+    """(rows,) token ids. `noise` None is greedy (temperature 0); else (rows, vocab) Exp(1) noise."""
+    if noise is None:
+        return scores.argmax(-1)
+    return (probabilities(scores, temperature, top_k) / noise).argmax(-1)
 
 
 class RowNoise:

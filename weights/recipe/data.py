@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from reasoner.backends.janus import JanusBackend
+from reasoner.engine.guidance import unconditional_tensor
 from reasoner.shapes import Scene, make_suite, plan_with_reasoning, random_scene, render_scene, sample_scene_for
 
 from .sequences import IMAGE, TEXT, Batch
@@ -102,7 +103,7 @@ class DrawPool:
         self.direct_length = torch.tensor([len(e.direct_ids) for e in examples], device=device)
         self.images = torch.tensor([e.image_tokens for e in examples], device=device)
         self.follows = torch.tensor([e.follows_prompt for e in examples], device=device)
-        self.pad_id, self.keep = backend.pad_id, torch.tensor([backend.bos_id, backend.boi_id], device=device)
+        self.pad_id, self.special = backend.pad_id, backend.special
         self.device = device
 
     THINK, DIRECT, DROPPED_THINK, DROPPED_DIRECT = range(4)
@@ -129,7 +130,7 @@ class DrawPool:
         direct_ids = torch.nn.functional.pad(self.direct[rows], (0, width - self.direct.shape[1]), value=self.pad_id)
         context = torch.where(use_direct[:, None], direct_ids, draw)
         length = torch.where(use_direct, self.direct_length[rows], self.draw_length[rows])
-        context = torch.where(dropped[:, None] & ~torch.isin(context, self.keep), self.pad_id, context)
+        context = torch.where(dropped[:, None], unconditional_tensor(context, self.special), context)
 
         images = self.images[rows]
         total = int(length.max()) + images.shape[1]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from reasoner.backends.janus import JanusBackend
+from reasoner.engine.guidance import unconditional_ids
 
 TEXT, IMAGE, VISION = 0, 1, 2
 
@@ -43,10 +44,8 @@ def draw_only(context: list[int], image_tokens: list[int]) -> Sequence:
 
 
 def dropped_context(backend: JanusBackend, context: list[int]) -> list[int]:
-    """The unconditional context of classifier-free guidance, as transformers builds it:
-    every token but begin-of-sentence and begin-of-image replaced by pad (JANUS_NOTES.md)."""
-    keep = (backend.bos_id, backend.boi_id)
-    return [t if t in keep else backend.pad_id for t in context]
+    """The unconditional context of classifier-free guidance, by the engines' own rule."""
+    return unconditional_ids(context, backend.special)
 
 
 def reflect(backend: JanusBackend, prompt: str, plan: str, pixels: torch.Tensor, reflection: str) -> Sequence:
