@@ -17,7 +17,7 @@ import json
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .backends.janus import JanusBackend
@@ -45,7 +45,60 @@ def progress(message: str) -> None:
     print(f"[eval {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def evaluate(backend: JanusBackend, modes: list[str], settings: EvalSettings) -> dict:
+@dataclass
+class FailureCase:
+    """A think failure as the checker and the reflection saw it, to tell its kind."""
+
+    prompt: str
+    category: str
+    plan: str  # what the first picture was drawn from
+    seen: str  # the scene the detector reads in the first picture
+    reflection: str  # the first look
+    final_seen: str  # the scene in the final picture
+    redraws: int
+    fixed: bool
+
+
+@dataclass
+class ReflectFigures:
+    """What the reflection rounds did, besides the final pictures' accuracy."""
+
+    rounds: int  # looks at a picture and its redraws, at most
+    revised: int  # pictures revised in the first round, as the two figures below
+    revised_wrong: int  # revisions of pictures that were wrong
+    verdict_accuracy: float  # the verdict alone: a revision where the picture is wrong, none where right
+    reading_exact: float | None  # `reading_exact`
+    redraws: int  # over every round
+    think_failures: int
+    fixed: int
+    fixed_share: float
+    broken: int
+    broken_share: float
+    failure_cases: list[FailureCase] = field(default_factory=list)
+
+
+@dataclass
+class EvalResults:
+    """An eval run; `to_json` is the JSON file's layout (benchmarks/eval_*.json)."""
+
+    settings: EvalSettings
+    model: str
+    engine: str
+    accuracy: dict[str, dict[str, float]] = field(default_factory=dict)  # mode -> overall and per category
+    reflect: ReflectFigures | None = None
+    examples: list[dict[str, str]] | None = None  # the first prompts' plans, when the model thought
+
+    def to_json(self) -> dict:
+        modes = {mode: dict(figures) for mode, figures in self.accuracy.items()}
+        if self.reflect is not None:
+            modes["reflect"].update(asdict(self.reflect))
+        out = {"settings": asdict(self.settings), "model": self.model, "engine": self.engine, "modes": modes}
+        if self.examples is not None:
+            out["examples"] = self.examples
+        return out
+
+
+def evaluate(backend: JanusBackend, modes: list[str], settings: EvalSettings) -> EvalResults:
     suite = make_suite("dev", settings.prompts, settings.seed)
     prompts = [p.prompt for p in suite]
     seeds = [settings.seed + i for i in range(len(suite))]
@@ -53,54 +106,58 @@ def evaluate(backend: JanusBackend, modes: list[str], settings: EvalSettings) ->
     pipeline = ReasonerPipeline(backend)
     # the text the model reads for a plan, exactly as the pipeline gives it (a bare plan gets its reasoning)
     as_read = pipeline.model_text
-    results: dict = {"settings": settings.__dict__, "model": backend.info.name, "engine": backend.engine, "modes": {}}
+    results = EvalResults(settings, backend.info.name, backend.engine)
 
     if "direct" in modes:
         progress(f"direct: {len(prompts)} pictures")
-        results["modes"]["direct"] = accuracy(suite, draw([None] * len(prompts), seeds))
+        results.accuracy["direct"] = accuracy(suite, draw([None] * len(prompts), seeds))
     if "think" in modes or "reflect" in modes:
         progress(f"think: {len(prompts)} plans and pictures")
         plans = [as_read(Plan(text, "model")) for text in write_plans(backend, prompts, seeds, 0.0, settings.batch_size)]
         pictures = draw(plans, seeds)
-        results["modes"]["think"] = accuracy(suite, pictures)
-        results["examples"] = [{"prompt": p, "plan": plan} for p, plan in list(zip(prompts, plans))[:8]]
+        results.accuracy["think"] = accuracy(suite, pictures)
+        results.examples = [{"prompt": p, "plan": plan} for p, plan in list(zip(prompts, plans))[:8]]
     if "reflect" in modes:
-        final, reflections, revised, redraws = reflect_and_redraw(pipeline, prompts, plans, pictures, seeds, settings)
-        redo = [i for i, plan in enumerate(revised) if plan is not None]
-        first_scores = [score_image(p, s) for p, s in zip(pictures, suite)]
-        final_scores = [score_image(p, s) for p, s in zip(final, suite)]
-        before, after = [s.passed for s in first_scores], [s.passed for s in final_scores]
-        failures = [i for i, ok in enumerate(before) if not ok]
-        successes = [i for i, ok in enumerate(before) if ok]
-        results["modes"]["reflect"] = {
-            **accuracy(suite, final),
-            "rounds": settings.reflect_rounds,
-            "revised": len(redo),  # in the first round, as the three figures below
-            "revised_wrong": sum(not before[i] for i in redo),  # revisions of pictures that were wrong
-            # the verdict alone: a revision where the picture is wrong, none where it is right
-            "verdict_accuracy": sum((plan is not None) != ok for plan, ok in zip(revised, before)) / len(before),
-            "reading_exact": reading_exact(reflections, pictures),
-            "redraws": sum(redraws),  # over every round
-            "think_failures": len(failures),
-            "fixed": sum(after[i] for i in failures),
-            "fixed_share": sum(after[i] for i in failures) / max(1, len(failures)),
-            "broken": sum(not after[i] for i in successes),
-            "broken_share": sum(not after[i] for i in successes) / max(1, len(successes)),
-            # each think failure as the checker and the reflection saw it, to tell its kind
-            "failure_cases": [{
-                "prompt": prompts[i], "category": suite[i].category, "plan": plans[i],
-                "seen": scene_reading(first_scores[i].scene), "reflection": reflections[i],
-                "final_seen": scene_reading(final_scores[i].scene), "redraws": redraws[i], "fixed": after[i],
-            } for i in failures],
-        }
+        final, results.reflect = reflect_mode(pipeline, suite, plans, pictures, seeds, settings)
+        results.accuracy["reflect"] = accuracy(suite, final)
     if "follow" in modes:
         rng = random.Random(settings.seed + 1)
         scenes = [random_scene(rng, 1, 4) for _ in prompts]
         progress(f"follow: {len(scenes)} pictures from random plans")
         pictures = draw_pictures(backend, prompts, [as_read(Plan(format_plan(s), "person")) for s in scenes], seeds, settings.cfg_scale, settings.temperature, settings.batch_size)
         matches = [detect(p).scene == s for p, s in zip(pictures, scenes)]
-        results["modes"]["follow"] = {"overall": sum(matches) / len(matches)}
+        results.accuracy["follow"] = {"overall": sum(matches) / len(matches)}
     return results
+
+
+def reflect_mode(pipeline: ReasonerPipeline, suite: list[SuitePrompt], plans: list[str], pictures, seeds, settings: EvalSettings) -> tuple[list, ReflectFigures]:
+    """The final pictures of the reflection rounds on the think pictures, and what the rounds did."""
+    prompts = [p.prompt for p in suite]
+    final, reflections, revised, redraws = reflect_and_redraw(pipeline, prompts, plans, pictures, seeds, settings)
+    redo = [i for i, plan in enumerate(revised) if plan is not None]
+    first_scores = [score_image(p, s) for p, s in zip(pictures, suite)]
+    final_scores = [score_image(p, s) for p, s in zip(final, suite)]
+    before, after = [s.passed for s in first_scores], [s.passed for s in final_scores]
+    failures = [i for i, ok in enumerate(before) if not ok]
+    successes = [i for i, ok in enumerate(before) if ok]
+    figures = ReflectFigures(
+        rounds=settings.reflect_rounds,
+        revised=len(redo),
+        revised_wrong=sum(not before[i] for i in redo),
+        verdict_accuracy=sum((plan is not None) != ok for plan, ok in zip(revised, before)) / len(before),
+        reading_exact=reading_exact(reflections, pictures),
+        redraws=sum(redraws),
+        think_failures=len(failures),
+        fixed=sum(after[i] for i in failures),
+        fixed_share=sum(after[i] for i in failures) / max(1, len(failures)),
+        broken=sum(not after[i] for i in successes),
+        broken_share=sum(not after[i] for i in successes) / max(1, len(successes)),
+        failure_cases=[FailureCase(
+            prompt=prompts[i], category=suite[i].category, plan=plans[i], seen=scene_reading(first_scores[i].scene),
+            reflection=reflections[i], final_seen=scene_reading(final_scores[i].scene), redraws=redraws[i], fixed=after[i],
+        ) for i in failures],
+    )
+    return final, figures
 
 
 def reflect_and_redraw(pipeline: ReasonerPipeline, prompts, plans: list[str], pictures, seeds, settings: EvalSettings):
@@ -146,17 +203,16 @@ def accuracy(suite: list[SuitePrompt], pictures) -> dict:
     return accuracy_by_category([score_image(p, s) for p, s in zip(pictures, suite)])
 
 
-def table(results: dict) -> str:
-    modes = results["modes"]
+def table(results: EvalResults) -> str:
     columns = ["overall", *CATEGORIES]
     lines = [f"{'mode':<8} " + " ".join(f"{c[:11]:>11}" for c in columns)]
-    for mode, figures in modes.items():
+    for mode, figures in results.accuracy.items():
         lines.append(f"{mode:<8} " + " ".join(f"{figures[c]:>11.3f}" if c in figures else f"{'':>11}" for c in columns))
-    if "reflect" in modes:
-        r = modes["reflect"]
-        lines.append(f"reflect ({r['rounds']} round{'s' * (r['rounds'] > 1)} at most, {r['redraws']} redraws): fixed {r['fixed']}/{r['think_failures']} think failures ({r['fixed_share']:.2f}), broke {r['broken']} successes ({r['broken_share']:.3f}); "
-                     f"first round: revised {r['revised']} pictures, {r['revised_wrong']} of them wrong; verdict right for {r['verdict_accuracy']:.3f}"
-                     + ("" if r["reading_exact"] is None else f"; read the picture exactly for {r['reading_exact']:.3f}"))
+    if results.reflect is not None:
+        r = results.reflect
+        lines.append(f"reflect ({r.rounds} round{'s' * (r.rounds > 1)} at most, {r.redraws} redraws): fixed {r.fixed}/{r.think_failures} think failures ({r.fixed_share:.2f}), broke {r.broken} successes ({r.broken_share:.3f}); "
+                     f"first round: revised {r.revised} pictures, {r.revised_wrong} of them wrong; verdict right for {r.verdict_accuracy:.3f}"
+                     + ("" if r.reading_exact is None else f"; read the picture exactly for {r.reading_exact:.3f}"))
     return "\n".join(lines)
 
 
@@ -180,7 +236,7 @@ def run_eval(args) -> int:
     results = evaluate(backend, modes, settings)
     print(table(results))
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    args.json.write_text(json.dumps(results.to_json(), indent=2) + "\n")
     progress(f"wrote {args.json}")
     return 0
 

@@ -27,8 +27,10 @@ def test_batched_plans_and_pictures_match_the_pipeline(tiny_pipeline):
 
 
 def test_eval_reports_every_mode(tiny_backend):
-    results = evaluate(tiny_backend, ["direct", "think", "reflect", "follow"], EvalSettings(prompts=8, batch_size=8))
+    record = evaluate(tiny_backend, ["direct", "think", "reflect", "follow"], EvalSettings(prompts=8, batch_size=8))
+    results = record.to_json()  # the JSON file's layout: a typed record written as the old dict
     modes = results["modes"]
+    assert record.reflect.fixed == modes["reflect"]["fixed"] and record.accuracy["think"] == modes["think"]
     assert set(modes) == {"direct", "think", "reflect", "follow"}
     for figures in modes.values():
         assert 0.0 <= figures["overall"] <= 1.0
@@ -41,7 +43,7 @@ def test_eval_reports_every_mode(tiny_backend):
     cases = reflect["failure_cases"]
     assert len(cases) == reflect["think_failures"] and sum(c["fixed"] for c in cases) == reflect["fixed"]
     assert all(c["prompt"] in [p.prompt for p in make_suite("dev", 8, 0)] for c in cases)
-    assert "think" in table(results) and "fixed" in table(results)
+    assert "think" in table(record) and "fixed" in table(record)
 
 
 def test_unknown_eval_mode_is_one_line(tiny_model_dir, capsys, tmp_path):

@@ -102,44 +102,85 @@ def log(message: str) -> None:
     print(f"[build {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+@dataclass
+class Build:
+    """What the stages share: the recipe, its work directory (one checkpoint a stage, so a stopped
+    run resumes), the record of what each stage took, and --start-from's model (None: from scratch)."""
+
+    recipe: ShapesRecipe
+    work: Path
+    taken: dict
+    start: JanusForConditionalGeneration | None
+
+    @property
+    def draw_dir(self) -> Path:
+        return self.work / "draw"
+
+    @property
+    def reflect_dir(self) -> Path:
+        return self.work / "reflect"
+
+    def done(self, stage_dir: Path) -> bool:
+        return (stage_dir / "config.json").is_file()
+
+    def record(self, key: str, value) -> None:
+        self.taken[key] = value
+        (self.work / "taken.json").write_text(json.dumps(self.taken, indent=2))
+
+
 def build_shapes(recipe: ShapesRecipe, work: Path, out: Path) -> None:
+    build = begin(recipe, work)
+    tokenizer = tokenizer_stage(build)
+    config = janus_config(PRESETS["shapes"], len(tokenizer), tokenizer.convert_tokens_to_ids(tokenizer.image_token))
+    vq = vq_stage(build, config)
+    model, image_processor = new_model(config, vq, tokenizer)
+    backend = JanusBackend(model, tokenizer, image_processor, SHAPES_TEMPLATE, name="shapes")
+    pool = draw_stage(build, backend, vq)
+    model, template = reflect_stage(build, backend, vq, pool)
+    ship(build, model, tokenizer, image_processor, template, out)
+
+
+def begin(recipe: ShapesRecipe, work: Path) -> Build:
+    """The work directory with this recipe, what earlier runs of it took, and the start model."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
     taken = json.loads((work / "taken.json").read_text()) if (work / "taken.json").is_file() else {}
-
-    def record(key: str, value) -> None:
-        taken[key] = value
-        (work / "taken.json").write_text(json.dumps(taken, indent=2))
     torch.manual_seed(recipe.seed)
-    shape = PRESETS["shapes"]
-
-    # 1. Tokenizer
     start = JanusForConditionalGeneration.from_pretrained(recipe.start_from, dtype=torch.float32) if recipe.start_from else None
-    if not (work / "tokenizer" / "tokenizer.json").is_file():
-        log("stage 1/4: tokenizer")
-        if start is not None:
-            PreTrainedTokenizerFast.from_pretrained(recipe.start_from).save_pretrained(work / "tokenizer")
-        else:
-            build_tokenizer(tokenizer_corpus(recipe.seed), recipe.vocab_size).save_pretrained(work / "tokenizer")
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(work / "tokenizer")
-    config = janus_config(shape, len(tokenizer), tokenizer.convert_tokens_to_ids(tokenizer.image_token))
+    return Build(recipe, work, taken, start)
 
-    # 2. VQ image tokenizer
-    vq_path = work / "vq.safetensors"
+
+def tokenizer_stage(build: Build) -> PreTrainedTokenizerFast:
+    """1. The tokenizer: --start-from's, or a byte-level BPE on the world's texts."""
+    recipe, directory = build.recipe, build.work / "tokenizer"
+    if not (directory / "tokenizer.json").is_file():
+        log("stage 1/4: tokenizer")
+        if build.start is not None:
+            PreTrainedTokenizerFast.from_pretrained(recipe.start_from).save_pretrained(directory)
+        else:
+            build_tokenizer(tokenizer_corpus(recipe.seed), recipe.vocab_size).save_pretrained(directory)
+    return PreTrainedTokenizerFast.from_pretrained(directory)
+
+
+def vq_stage(build: Build, config) -> JanusVQVAE:
+    """2. The VQ image tokenizer: as saved, --start-from's, or trained on random scenes."""
+    recipe, vq_path = build.recipe, build.work / "vq.safetensors"
     vq = JanusVQVAE(config.vq_config)
     if vq_path.is_file():
         vq.load_state_dict(load_file(vq_path))
-    elif start is not None:
-        vq.load_state_dict(start.model.vqmodel.state_dict())
+    elif build.start is not None:
+        vq.load_state_dict(build.start.model.vqmodel.state_dict())
         save_file({k: v.contiguous() for k, v in vq.state_dict().items()}, vq_path)
     else:
         log(f"stage 2/4: VQ, {recipe.vq_steps} steps on {recipe.vq_pictures} pictures")
         pictures = random_scene_pictures(recipe.vq_pictures, recipe.seed, recipe.workers)
-        record("vq_steps", train_vq(vq, pictures, recipe.vq_steps, recipe.vq_batch, recipe.vq_lr, recipe.seed, recipe.device, recipe.vq_seconds or None))
+        build.record("vq_steps", train_vq(vq, pictures, recipe.vq_steps, recipe.vq_batch, recipe.vq_lr, recipe.seed, recipe.device, recipe.vq_seconds or None))
         save_file({k: v.contiguous() for k, v in vq.state_dict().items()}, vq_path)
-    vq.to(recipe.device).eval()
+    return vq.to(recipe.device).eval()
 
-    # 3. Plans and pictures
+
+def new_model(config, vq: JanusVQVAE, tokenizer) -> tuple[JanusForConditionalGeneration, JanusImageProcessorPil]:
+    """A fresh model around the trained VQ, with the generation config and image processor to match."""
     model = JanusForConditionalGeneration(config)
     model.model.vqmodel.load_state_dict(vq.state_dict())
     model.generation_config = GenerationConfig(
@@ -147,70 +188,92 @@ def build_shapes(recipe: ShapesRecipe, work: Path, out: Path) -> None:
         generation_kwargs={"boi_token_id": tokenizer.convert_tokens_to_ids(tokenizer.boi_token)},
     )
     image_processor = JanusImageProcessorPil(size={"height": 72, "width": 72}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
-    backend = JanusBackend(model, tokenizer, image_processor, SHAPES_TEMPLATE, name="shapes")
-    draw_dir = work / "draw"
-    if (draw_dir / "config.json").is_file():
-        model.load_state_dict(JanusForConditionalGeneration.from_pretrained(draw_dir).state_dict())
-    elif start is not None:
-        model.load_state_dict(start.state_dict())
-    reflect_dir = work / "reflect"
-    trains_drawing = not (draw_dir / "config.json").is_file() and recipe.draw_steps > 0
+    return model, image_processor
+
+
+def draw_stage(build: Build, backend: JanusBackend, vq: JanusVQVAE) -> DrawPool | None:
+    """3. Plans and pictures: the saved drawing, --start-from's kept, or trained on the example pool.
+    Returns the pool when a later stage mixes drawing in (None when nothing needs it)."""
+    recipe, model = build.recipe, backend.model
+    if build.done(build.draw_dir):
+        model.load_state_dict(JanusForConditionalGeneration.from_pretrained(build.draw_dir).state_dict())
+    elif build.start is not None:
+        model.load_state_dict(build.start.state_dict())
+    trains_drawing = not build.done(build.draw_dir) and recipe.draw_steps > 0
     pool = None
-    if trains_drawing or (recipe.draw_share > 0 and not (reflect_dir / "config.json").is_file()):
+    if trains_drawing or (recipe.draw_share > 0 and not build.done(build.reflect_dir)):
         log(f"drawing the example pool: {recipe.pool_size} pictures")
         pool = DrawPool(make_draw_pool(backend, vq, recipe.pool_size, recipe.seed, recipe.device, recipe.workers, recipe.unrelated_share), backend, recipe.device)
-    if not (draw_dir / "config.json").is_file():
+    if not build.done(build.draw_dir):
         if trains_drawing:
             log(f"stage 3/4: plans and pictures, {recipe.draw_steps} steps")
             draw_batch = draw_batches(pool, recipe.lm_batch, recipe.seed)
-            record("draw_steps", train_lm(model, draw_batch, recipe.draw_steps, recipe.lm_lr, tokenizer.pad_token_id, recipe.device, "draw", seconds=recipe.draw_seconds or None))
+            build.record("draw_steps", train_lm(model, draw_batch, recipe.draw_steps, recipe.lm_lr, backend.tokenizer.pad_token_id, recipe.device, "draw", seconds=recipe.draw_seconds or None))
         else:
             log("stage 3/4: kept as --start-from drew")
-        save_model_dir(draw_dir, model, tokenizer, image_processor, SHAPES_TEMPLATE)
+        save_model_dir(build.draw_dir, model, backend.tokenizer, backend.image_processor, SHAPES_TEMPLATE)
     model.to(recipe.device).eval()
     backend.device = model.device
+    return pool
 
-    # 4. Reflection, on the model's own pictures
-    template = replace(SHAPES_TEMPLATE, reflect_adapter=REFLECTION_ADAPTER if recipe.reflect_adapter_rank else "")
+
+def reflect_stage(build: Build, backend: JanusBackend, vq: JanusVQVAE, pool: DrawPool | None) -> tuple[JanusForConditionalGeneration, JanusTemplate]:
+    """4. Reflection: the saved stage, --start-from's kept, or trained on the model's own pictures.
+    Returns the model as it draws and the template that says whether a reflection adapter goes with it."""
+    recipe = build.recipe
     started = JanusTemplate.load(recipe.start_from).reflect_adapter if recipe.start_from else ""
     start_adapter = Path(recipe.start_from, started) if started else None  # --start-from's reflection adapter
-    if recipe.reflect_steps == 0 and not (reflect_dir / "config.json").is_file():
-        # the start's reflection kept: its adapter (trained on the start's drawing) travels as it is
-        log("stage 4/4: kept as --start-from reflected")
-        template = replace(SHAPES_TEMPLATE, reflect_adapter=REFLECTION_ADAPTER if start_adapter else "")
-        save_model_dir(reflect_dir, model, tokenizer, image_processor, template)
-        if start_adapter:
-            shutil.copytree(start_adapter, reflect_dir / REFLECTION_ADAPTER)
-    elif not (reflect_dir / "config.json").is_file():
-        prompts = [p.prompt for p in make_suite("train", recipe.own_prompts, recipe.seed + 2)]
-        log(f"stage 4/4: sampling the model on {len(prompts)} training prompts")
-        own, pass_rate = own_reflections(backend, prompts, recipe.seed, recipe.sample_cfg, recipe.sample_temperature, recipe.sample_batch)
-        log(f"own pictures right: {pass_rate:.3f}; adding {recipe.synthetic_reflections} synthetic ones")
-        examples = own + synthetic_reflections(backend, vq, recipe.synthetic_reflections, recipe.seed, recipe.device, recipe.wrong_plan_share)
-        record("own_pass_rate", round(pass_rate, 4))
-        batches = reflect_batches(backend, examples, pool, recipe.lm_batch, recipe.seed, recipe.draw_share)
-        adapted = None
-        if recipe.reflect_adapter_rank:  # continues --start-from's adapter, where it has one
-            adapted = add_reflection_adapter(model, recipe.reflect_adapter_rank, recipe.seed, start_adapter)
-        steps = train_lm(model, batches, recipe.reflect_steps, recipe.reflect_lr, tokenizer.pad_token_id, recipe.device, "reflect",
-                         warmup=100, seconds=recipe.reflect_seconds or None, vision_lr_scale=recipe.reflect_vision_lr_scale,
-                         reads=SHAPES_TEMPLATE.reflect_reads)
-        record("reflect_steps", steps)
-        if adapted is not None:  # the adapter apart, the model as it drew before this stage
-            save_reflection_adapter(adapted, reflect_dir / REFLECTION_ADAPTER)
-            model = adapted.unload().requires_grad_(True)
-        save_model_dir(reflect_dir, model, tokenizer, image_processor, template)
-    else:
-        model.load_state_dict(JanusForConditionalGeneration.from_pretrained(reflect_dir).state_dict())
-        template = JanusTemplate.load(reflect_dir)  # as the stage that ran wrote it
+    if build.done(build.reflect_dir):
+        backend.model.load_state_dict(JanusForConditionalGeneration.from_pretrained(build.reflect_dir).state_dict())
+        return backend.model, JanusTemplate.load(build.reflect_dir)  # as the stage that ran wrote it
+    if recipe.reflect_steps == 0:
+        return backend.model, keep_start_reflection(build, backend, start_adapter)
+    return train_reflection(build, backend, vq, pool, start_adapter)
 
-    # 5. Ship: fp16 weights, a quarter of the float32 size
+
+def keep_start_reflection(build: Build, backend: JanusBackend, start_adapter: Path | None) -> JanusTemplate:
+    """--start-from's reflection kept: its adapter (trained on the start's drawing) travels as it is."""
+    log("stage 4/4: kept as --start-from reflected")
+    template = replace(SHAPES_TEMPLATE, reflect_adapter=REFLECTION_ADAPTER if start_adapter else "")
+    save_model_dir(build.reflect_dir, backend.model, backend.tokenizer, backend.image_processor, template)
+    if start_adapter:
+        shutil.copytree(start_adapter, build.reflect_dir / REFLECTION_ADAPTER)
+    return template
+
+
+def train_reflection(build: Build, backend: JanusBackend, vq: JanusVQVAE, pool: DrawPool | None, start_adapter: Path | None) -> tuple[JanusForConditionalGeneration, JanusTemplate]:
+    """Reflections on the model's own pictures and synthetic slips, by every weight or by an adapter."""
+    recipe, model = build.recipe, backend.model
+    template = replace(SHAPES_TEMPLATE, reflect_adapter=REFLECTION_ADAPTER if recipe.reflect_adapter_rank else "")
+    prompts = [p.prompt for p in make_suite("train", recipe.own_prompts, recipe.seed + 2)]
+    log(f"stage 4/4: sampling the model on {len(prompts)} training prompts")
+    own, pass_rate = own_reflections(backend, prompts, recipe.seed, recipe.sample_cfg, recipe.sample_temperature, recipe.sample_batch)
+    log(f"own pictures right: {pass_rate:.3f}; adding {recipe.synthetic_reflections} synthetic ones")
+    examples = own + synthetic_reflections(backend, vq, recipe.synthetic_reflections, recipe.seed, recipe.device, recipe.wrong_plan_share)
+    build.record("own_pass_rate", round(pass_rate, 4))
+    batches = reflect_batches(backend, examples, pool, recipe.lm_batch, recipe.seed, recipe.draw_share)
+    adapted = None
+    if recipe.reflect_adapter_rank:  # continues --start-from's adapter, where it has one
+        adapted = add_reflection_adapter(model, recipe.reflect_adapter_rank, recipe.seed, start_adapter)
+    steps = train_lm(model, batches, recipe.reflect_steps, recipe.reflect_lr, backend.tokenizer.pad_token_id, recipe.device, "reflect",
+                     warmup=100, seconds=recipe.reflect_seconds or None, vision_lr_scale=recipe.reflect_vision_lr_scale,
+                     reads=SHAPES_TEMPLATE.reflect_reads)
+    build.record("reflect_steps", steps)
+    if adapted is not None:  # the adapter apart, the model as it drew before this stage
+        save_reflection_adapter(adapted, build.reflect_dir / REFLECTION_ADAPTER)
+        model = adapted.unload().requires_grad_(True)
+    save_model_dir(build.reflect_dir, model, backend.tokenizer, backend.image_processor, template)
+    return model, template
+
+
+def ship(build: Build, model: JanusForConditionalGeneration, tokenizer, image_processor, template: JanusTemplate, out: Path) -> None:
+    """5. The model in --out: fp16 weights (a quarter of the float32 size), its adapter, the recipe."""
     model.to("cpu", torch.float16)
     save_model_dir(out, model, tokenizer, image_processor, template)
     shutil.rmtree(out / REFLECTION_ADAPTER, ignore_errors=True)  # an older build's
     if template.reflect_adapter:
-        shutil.copytree(reflect_dir / REFLECTION_ADAPTER, out / REFLECTION_ADAPTER)
-    (out / "recipe.json").write_text(json.dumps({"recipe": asdict(recipe), "taken": taken}, indent=2) + "\n")
+        shutil.copytree(build.reflect_dir / REFLECTION_ADAPTER, out / REFLECTION_ADAPTER)
+    (out / "recipe.json").write_text(json.dumps({"recipe": asdict(build.recipe), "taken": build.taken}, indent=2) + "\n")
     log(f"wrote {out}")
 
 

@@ -5,26 +5,23 @@ token comes from transformers' own `generate` with token choice done by `SeededS
 candidate has its own seed; "fast" (static KV cache, compiled decode step; the default) and "onnx"
 (ONNX Runtime), which give the reference's tokens for greedy settings. Each loop has a batched
 form (`generate_texts`, `generate_image_token_rows`): several contexts of one length, one a row,
-each with its own seed, each row what it gives alone. Any directory in the
-Hugging Face Janus layout loads: the bundled shapes model, Janus-Pro-1B/7B, converted T2I-R1
-checkpoints. Weights are read from safetensors only and no code from the directory is run.
+each with its own seed, each row what it gives alone. Loading a model directory is
+`janus_loading.py`'s; the token layouts are the template's (`janus_template.py`).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from PIL import Image
-from transformers import AutoTokenizer, GenerationConfig, GenerationMixin, JanusForConditionalGeneration, LogitsProcessorList
+from transformers import GenerationConfig, GenerationMixin, JanusForConditionalGeneration, LogitsProcessorList
 from transformers.modeling_outputs import BaseModelOutputWithPooling
-from transformers.models.janus.image_processing_pil_janus import JanusImageProcessorPil
 
 from ..engine import DEFAULT_ENGINE, SpecialTokens, check_engine, make_engine
-from ..errors import ModelLoadError, one_line
-from .adapters import with_reflection_adapter
+from ..errors import ModelLoadError
 from .base import DrawnImage, ModelInfo
+from .janus_loading import load_janus
 from .janus_template import JanusTemplate
 from .sampling import SeededSampler
 
@@ -73,35 +70,11 @@ class JanusBackend:
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str = "cpu", dtype: torch.dtype | None = None, name: str | None = None, engine: str = DEFAULT_ENGINE) -> JanusBackend:
+        """A backend over the Janus model in `directory` (`janus_loading.load_janus` reads it)."""
         check_engine(engine)
-        directory = Path(directory)
-        check_model_dir(directory)
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ModelLoadError("--device cuda asked for, but torch sees no CUDA device here")
-        if dtype is None:
-            dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        try:
-            model, loading = JanusForConditionalGeneration.from_pretrained(
-                directory, use_safetensors=True, dtype=dtype, output_loading_info=True
-            )
-        except Exception as error:  # transformers raises many kinds here; all mean "cannot load".
-            raise ModelLoadError(f"{directory}: weights could not be loaded ({one_line(error)})") from None
-        missing = loading.get("missing_keys") or []
-        if missing:
-            raise ModelLoadError(f"{directory}: checkpoint lacks {len(missing)} weights, e.g. {sorted(missing)[:3]}")
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(directory)
-        except Exception as error:
-            raise ModelLoadError(f"{directory}: tokenizer could not be loaded ({one_line(error)})") from None
-        for attribute in ("image_token", "boi_token", "eoi_token"):
-            if getattr(tokenizer, attribute, None) is None:
-                raise ModelLoadError(f"{directory}: tokenizer has no {attribute} (not a Janus tokenizer)")
-        image_processor = load_image_processor(directory, model.config.vision_config.image_size)
-        template = JanusTemplate.load(directory)
-        model = model.to(device)
-        reflect_model = with_reflection_adapter(model, directory / template.reflect_adapter) if template.reflect_adapter else None
-        backend = cls(model, tokenizer, image_processor, template, name or str(directory), engine=engine, reflect_model=reflect_model)
-        backend.model_dir = directory  # the onnx engine keys its export cache on these files
+        parts = load_janus(Path(directory), device, dtype)
+        backend = cls(parts.model, parts.tokenizer, parts.image_processor, parts.template, name or str(directory), engine=engine, reflect_model=parts.reflect_model)
+        backend.model_dir = parts.directory  # the onnx engine keys its export cache on these files
         return backend
 
     # -- token sequences: the one place that lays out what the model sees -------------------------
@@ -317,36 +290,3 @@ def image_codes(vq, pixels: torch.Tensor) -> torch.Tensor:
 def picture_inputs(features: torch.Tensor) -> dict:
     """Picture features in the form transformers' Janus forward takes precomputed ones."""
     return {"image": BaseModelOutputWithPooling(pooler_output=features)}
-
-
-def check_model_dir(directory: Path) -> None:
-    """Fail early, naming what is missing, before transformers' longer messages."""
-    hint = "put a Hugging Face Janus model there (config.json, *.safetensors, tokenizer.json)"
-    if not directory.is_dir():
-        raise ModelLoadError(f"model directory {directory} does not exist: {hint}")
-    config_path = directory / "config.json"
-    if not config_path.is_file():
-        raise ModelLoadError(f"{directory} has no config.json: {hint}")
-    try:
-        config = json.loads(config_path.read_text())
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f"{config_path} is not valid JSON ({one_line(error)})") from None
-    if "gen_vision_config" in config or config.get("model_type") == "multi_modality":
-        raise ModelLoadError(
-            f"{directory} holds an original DeepSeek Janus / T2I-R1 checkpoint: convert it with "
-            f"`python -m weights.convert {directory} NEW_DIR` and load NEW_DIR"
-        )
-    if config.get("model_type") != "janus":
-        raise ModelLoadError(f"{directory} holds a {config.get('model_type')!r} model; only Janus models load here")
-    if not any(directory.glob("*.safetensors")):
-        raise ModelLoadError(f"{directory} has no *.safetensors weights (only safetensors are loaded)")
-    if not (directory / "tokenizer.json").is_file() and not (directory / "tokenizer.model").is_file():
-        raise ModelLoadError(f"{directory} has no tokenizer.json: {hint}")
-
-
-def load_image_processor(directory: Path, image_size: int) -> JanusImageProcessorPil:
-    # The PIL processor, not the torchvision one: same pixels wherever torchvision is missing.
-    if (directory / "preprocessor_config.json").is_file():
-        return JanusImageProcessorPil.from_pretrained(directory)
-    # Janus and Janus-Pro normalise with SigLIP's mean and std of 0.5.
-    return JanusImageProcessorPil(size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
