@@ -36,6 +36,7 @@ def test_the_prompts_make_groups_of_several_contexts(tiny_backend):
     assert all(len({tuple(contexts[i]) for i in group}) > 1 for group in groups if len(group) > 1)
 
 
+@pytest.mark.slow  # the module's ONNX export
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_batched_plans_and_pictures_match_each_prompt_alone(backends, engine, temperature):
@@ -61,6 +62,7 @@ def test_batched_plans_and_pictures_match_each_prompt_alone(backends, engine, te
         assert reflection == backend.write_reflection(prompt, PLAN, picture, seed, temperature)
 
 
+@pytest.mark.slow  # the module's ONNX export
 @pytest.mark.parametrize("engine", ENGINES)
 def test_rows_that_stop_early_keep_what_they_wrote(backends, engine):
     """Rows stop at different steps: each is cut at its own first stop, the others decode on."""
@@ -75,6 +77,7 @@ def test_rows_that_stop_early_keep_what_they_wrote(backends, engine):
         assert len(set(lengths)) > 1, lengths  # the rows did stop at different steps
 
 
+@pytest.mark.slow  # the module's ONNX export
 def test_batched_greedy_tokens_agree_across_engines(backends):
     contexts = [backends["hf"].draw_context_ids(PROMPTS[i], None) for i in (0, 2, 5)]
     expected = backends["hf"].generate_image_token_rows(contexts, [0, 1, 2], 5.0, 0.0, 0)
@@ -82,7 +85,7 @@ def test_batched_greedy_tokens_agree_across_engines(backends):
         assert torch.equal(backends[engine].generate_image_token_rows(contexts, [0, 1, 2], 5.0, 0.0, 0), expected)
 
 
-@pytest.mark.parametrize("engine", ["hf", "onnx"])
+@pytest.mark.parametrize("engine", ["hf", pytest.param("onnx", marks=pytest.mark.slow)])
 def test_eval_takes_an_engine_and_records_it(tiny_model_dir, onnx_cache, tmp_path, engine):
     out = tmp_path / "eval.json"
     args = ["eval", "--model", str(tiny_model_dir), "--modes", "direct", "--prompts", "8", "--engine", engine, "--json", str(out)]

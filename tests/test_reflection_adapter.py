@@ -65,7 +65,7 @@ def test_the_reflecting_model_shares_every_weight_the_adapter_does_not_change(mo
     assert backend.reflect_model.model.vqmodel.quantize.embedding.weight is backend.model.model.vqmodel.quantize.embedding.weight
 
 
-@pytest.mark.parametrize("engine", ["fast", "onnx"])
+@pytest.mark.parametrize("engine", ["fast", pytest.param("onnx", marks=pytest.mark.slow)])
 def test_engines_reflect_with_the_adapter_as_hf_does(model_dirs, engine, onnx_cache):
     directory = model_dirs[1]
     expected = reflection_and_drawing(JanusBackend.from_pretrained(directory, name="tiny", engine="hf"))
