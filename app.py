@@ -20,13 +20,18 @@ def main(argv: list[str] | None = None) -> int:
     config = None
     try:
         config = parse_config(argv)
+        # the onnx engine's exports live with the studio's data unless told otherwise (issue 15.13)
+        os.environ.setdefault("REASONER_ONNX_CACHE", str(config.data_dir / "cache" / "onnx"))
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.set_verbosity_error()
         transformers_logging.disable_progress_bar()
+        print(f"Starting Reasoner Studio: model {config.model} on {config.device}, data in {config.data_dir}", flush=True)
         from ui.studio import build_studio, serve
 
-        demo, _ = build_studio(config)
+        # the page is served while the weights load: a person sees it (and that it is loading) at once
+        demo, _ = build_studio(config, background=True)
+        print("Loading the model in the background…", flush=True)
     except ReasonerError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

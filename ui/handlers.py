@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import html
 import math
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -73,12 +74,13 @@ class Studio:
             prompt = pipeline.check_prompt(arguments.text(prompt, "prompt"))
             plan = pipeline.think(prompt, seed, forms.number(plan_temperature, "plan temperature"))
             thought = self.store.think(self.actor(request, engine), prompt, plan.text)
-        return plan.text, forms.plan_status(pipeline.plan_problem(plan), plan.text, "model"), thought.turn_id, seed
+        return plan.text, plan_line(pipeline, prompt, plan.text, "model"), thought.turn_id, seed
 
-    def check_plan(self, plan: str) -> str:
+    def check_plan(self, plan: str, prompt: str | None = None) -> str:
         """The line next to the plan box while a person edits it (no model work)."""
-        text = (plan or "").strip()
-        return forms.plan_status(self.models.current().plan_problem(text) if text else None, text, "person")
+        if not self.models.ready:
+            return "The plan is checked once the model has loaded."
+        return plan_line(self.models.current(), prompt, (plan or "").strip(), "person")
 
     def draw(self, prompt, plan, turn_id, n, seed, random_seed, cfg_scale, temperature, plan_temperature, engine,
              request: gr.Request, progress=gr.Progress()):  # noqa: B008 - how Gradio passes progress
@@ -99,8 +101,9 @@ class Studio:
 
             recipe = self.recipe_maker(prompt, plan_text, settings, engine)
             kept: list[tuple[NewCandidate, Path]] = []
-            for kept in self.stream(settings, lambda part: pipeline.draw(prompt, to_draw, part), recipe, progress):
-                yield gallery_of(kept), None, turn_id, seed, f"Drawing: {len(kept)} of {settings.n} done…", gr.skip()
+            parts = self.stream(settings, lambda part: pipeline.draw(prompt, to_draw, part), recipe, progress)
+            for step, kept in enumerate(parts):
+                yield gallery_of(kept), None, turn_id, seed, f"Drawing: {len(kept)} of {settings.n} done…", first_best(step)
             request_ = DrawRequest(prompt, plan_text, asdict(settings), [c for c, _ in kept], turn_id=turn_id)
             drawn = self.store.draw(self.actor(request, engine), request_, owner)
         yield self.finished(drawn, kept, seed)
@@ -133,6 +136,10 @@ class Studio:
         shown = revised if revised is not None else (draw.plan or "")
         status = (f"The model revised the plan after looking at #{index + 1}." if revised is not None
                   else f"The model proposed no new plan for #{index + 1}; edit the plan below to redraw differently.")
+        checks = world_checks(pipeline)
+        disputed = checks and checks.reflection_disputed(draw.prompt, picture, reflection.text)
+        if disputed:  # the model calls it right, the detector does not: say so, do not hide it
+            status = f"**⚠ The checker disagrees:** {html.escape(disputed, quote=False)}. {status}"
         return reflection.text, shown, stored.reflection_id, status
 
     def redraw(self, reflection_id, reflection_text, revised_plan, n, seed, random_seed, cfg_scale, temperature,
@@ -153,8 +160,8 @@ class Studio:
             recipe = self.recipe_maker(info.prompt, plan_text, settings, engine, reflection.text)
             kept: list[tuple[NewCandidate, Path]] = []
             parts = self.stream(settings, lambda part: pipeline.redraw(info.prompt, drawn_from, reflection, part), recipe, progress)
-            for kept in parts:
-                yield gallery_of(kept), None, info.turn_id, seed, f"Redrawing: {len(kept)} of {settings.n} done…", gr.skip()
+            for step, kept in enumerate(parts):
+                yield gallery_of(kept), None, info.turn_id, seed, f"Redrawing: {len(kept)} of {settings.n} done…", first_best(step)
             request_ = DrawRequest(
                 info.prompt, plan_text, asdict(settings), [c for c, _ in kept], turn_id=info.turn_id,
                 reflection_id=info.reflection_id, reflection_text=reflection.text,
@@ -171,10 +178,11 @@ class Studio:
     def reopen(self, turn_id, request: gr.Request):
         """A stored turn back in the studio: prompt, plan, last draw and last reflection, to continue."""
         with shown_errors():
+            turn_id = None if turn_id == 0 else turn_id  # the empty box's 0: no turn picked yet
             state = self.store.turn_state(required_id(turn_id, "turn"), self.history_owner(request))
         draw, reflection = state.last_draw, state.last_reflection
         gallery = [(str(self.store.image_file(c.path)), forms.caption(c.index, c.seed)) for c in draw.candidates] if draw else []
-        verdicts = "; ".join(state.verdicts) or "no verdict yet"
+        verdicts = "; ".join(map(shown_verdict, state.verdicts)) or "no verdict yet"
         return (
             state.prompt, state.plan or "", state.turn_id, gallery, draw.draw_id if draw else None,
             reflection.text if reflection else "", (reflection.revised_plan or reflection.drawn_plan or "") if reflection else "",
@@ -228,7 +236,48 @@ class Studio:
         n = len(drawn.candidates)
         status = (f"Drew {n} candidate{'s' * (n > 1)} (draw #{drawn.draw_id}, turn #{drawn.turn_id}). "
                   "Pick the best, rank them, or mark all bad; then reflect.")
-        return gallery_of(kept), drawn.draw_id, drawn.turn_id, seed, status, 1
+        # best is set to 1 with the first pictures (first_best); a pick made while the rest were
+        # drawing stays
+        return gallery_of(kept), drawn.draw_id, drawn.turn_id, seed, status, gr.skip()
+
+
+def shown_verdict(line: str) -> str:
+    """A stored verdict line ("draw 3: pick [1]", candidates from 0) as the studio numbers them, from 1."""
+    match = re.fullmatch(r"draw (\d+): (\w+) \[([\d, ]*)\]", line)
+    if not match:
+        return line
+    if match[2] not in ("pick", "rank", "all_bad"):
+        return line
+    order = [int(i) for i in match[3].split(",") if i.strip()]
+    return f"draw #{match[1]}: {forms.verdict_text(match[2], order)}"
+
+
+def first_best(step: int):
+    """A new draw starts with best = 1, set once with its first pictures."""
+    return 1 if step == 0 else gr.skip()
+
+
+def world_checks(pipeline: ReasonerPipeline):
+    """The shapes world's checks of a plan or reflection against the prompt (reasoner/shapes/
+    studio_checks.py), None in other worlds: the one place the page asks which world it is in."""
+    if pipeline.info.world != "shapes":
+        return None
+    from reasoner.shapes import studio_checks
+
+    return studio_checks
+
+
+def plan_line(pipeline: ReasonerPipeline, prompt: str | None, text: str, source: str) -> str:
+    """The line next to a plan box: valid or not, and, where the world can tell, whether a valid
+    plan meets the prompt."""
+    problem = pipeline.plan_problem(text) if text else None
+    line = forms.plan_status(problem, text, source)
+    checks = world_checks(pipeline)
+    if problem is None and text and checks and isinstance(prompt, str) and prompt.strip():
+        missed = checks.plan_misses_prompt(prompt, text)
+        if missed:
+            line = f"**Valid plan, but it does not meet the prompt:** {html.escape(missed, quote=False)}."
+    return line
 
 
 def gallery_of(kept: list[tuple[NewCandidate, Path]]) -> list[tuple[str, str]]:

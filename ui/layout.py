@@ -15,6 +15,7 @@ from reasoner.records import MAX_CANDIDATES, MAX_PLAN_CHARS, MAX_REFLECTION_CHAR
 
 from .forms import VERDICTS
 from .handlers import Studio
+from .page_errors import on_page
 
 EXAMPLES = [
     "a red circle left of a blue square",
@@ -31,9 +32,19 @@ EXAMPLES = [
 # preprocessing would coerce some (123 -> "123", 1.5 -> 2) and fail on others with a generic error.
 # Only for events whose inputs are plain values: a file's preprocessing is what keeps its path safe.
 RAW = {"preprocess": False}
+LOADING_CFG_SCALE = 5.0  # the CFG slider's value until the model (and its own default) is loaded
 MODEL = {"concurrency_id": "model", "concurrency_limit": 1, **RAW}  # one model task at a time
 PAGE_ONLY = {"api_visibility": "private"}
-CSS = ".notice {border-left: 4px solid #e5a50a; padding-left: 12px; background: #fff8e1} #plan-status, #revised-status {min-height: 1.5em}"
+CSS = (
+    ".notice {border-left: 4px solid #e5a50a; padding-left: 12px; background: #fff8e1} #plan-status, #revised-status {min-height: 1.5em}"
+    " #history {overflow-x: auto; max-width: 100%}"
+    # four thumbnails a row whatever n is: one picture is not blown up past the gallery (and cropped),
+    # and the gallery is as tall as its rows, with no empty area under them (issue 15.10)
+    " #gallery .grid-wrap {height: auto !important; max-height: none !important; min-height: 0 !important}"
+    " #gallery .grid-container {grid-template-columns: repeat(4, minmax(0, 1fr)) !important}"
+    " #gallery .thumbnail-item img {object-fit: contain}"
+    " #status {min-height: 1.5em} #status p:not(:empty) {border-left: 4px solid #c01c28; padding-left: 8px}"
+)
 
 
 def on_gpu(fn):
@@ -47,6 +58,14 @@ def on_gpu(fn):
 
 def engine_choices() -> list[tuple[str, str]]:
     return [(name if name in BUILT_ENGINES else f"{name} (not built yet)", name) for name in ENGINES]
+
+
+def engine_note(engine: str) -> str:
+    """What choosing an engine costs, said before the next step pays it (issue 15.13)."""
+    if engine == "onnx":
+        return ("The onnx engine exports the model on its first use (about 2 minutes on a CPU; kept in the "
+                "data directory's cache/onnx after that): the next step waits for it.")
+    return ""
 
 
 def pick_candidate(event: gr.SelectData):
@@ -68,12 +87,35 @@ def build_page(studio: Studio, notice: str | None, model_info: str) -> gr.Blocks
             gr.Markdown(notice, elem_id="model-notice", elem_classes="notice")
         with gr.Tabs(selected="studio") as tabs:
             with gr.Tab("Studio", id="studio"):
-                ui = studio_tab(model_info, studio.models.default_engine, studio.models.current().info.default_cfg_scale)
+                ui = studio_tab(model_info, studio.models.default_engine, model_cfg_scale(studio.models))
             with gr.Tab("History", id="history") as history_tab:
                 hist = history_tab_contents()
         connect_loop(studio, ui)
+        if not studio.models.ready:
+            connect_loading(studio, ui)
         connect_history(studio, ui, hist, tabs, history_tab)
     return demo
+
+
+def model_cfg_scale(models) -> float:
+    """The CFG slider's start: the model's own scale, or a stand-in until the model is loaded."""
+    return models.current().info.default_cfg_scale if models.ready else LOADING_CFG_SCALE
+
+
+def connect_loading(studio: Studio, ui: dict) -> None:
+    """While the model loads in the background, the page says so and looks again each second;
+    once it is in, the model panel, the CFG slider and the status line are filled and the timer stops."""
+    timer = gr.Timer(1.0)
+
+    def when_loaded():
+        models = studio.models
+        if not models.loaded:
+            return gr.skip(), gr.skip(), "The model is loading; the steps answer once it is ready.", gr.skip()
+        cfg = models.current().info.default_cfg_scale if models.ready else gr.skip()
+        status = "" if models.ready else "**Error:** the model failed to load; see the model panel."
+        return models.info_markdown(), cfg, status, gr.Timer(active=False)
+
+    timer.tick(when_loaded, None, [ui["model_info"], ui["cfg_scale"], ui["status"], timer], queue=False, show_progress="hidden", **PAGE_ONLY)
 
 
 def studio_tab(model_info: str, engine: str, cfg_scale: float) -> dict:
@@ -85,6 +127,7 @@ def studio_tab(model_info: str, engine: str, cfg_scale: float) -> dict:
             with gr.Row():
                 ui["think"] = gr.Button("Think", variant="primary", elem_id="think")
                 ui["draw"] = gr.Button("Draw", variant="primary", elem_id="draw")
+            ui["status"] = gr.Markdown(elem_id="status")  # errors stay here until the next step
             ui["plan"] = gr.Textbox(label="Plan (the model's; edit it before drawing)", lines=3, max_length=MAX_PLAN_CHARS, elem_id="plan")
             ui["plan_status"] = gr.Markdown(elem_id="plan-status")
             ui["gallery"] = gr.Gallery(label="Candidates (click one to pick it)", columns=4, height="auto",
@@ -116,13 +159,14 @@ def settings_column(ui: dict, model_info: str, engine: str, cfg_scale: float) ->
         with gr.Row():
             ui["seed"] = gr.Number(0, label="Seed", precision=0, minimum=0, elem_id="seed")
             ui["random_seed"] = gr.Checkbox(False, label="random", elem_id="random-seed")
-        ui["n"] = gr.Slider(1, MAX_CANDIDATES, value=4, step=1, label="Candidates", elem_id="n")
+        # a number box, not a slider: a slider's box silently clamps 0 to 1; the handler refuses it by name
+        ui["n"] = gr.Number(4, label=f"Candidates (1 to {MAX_CANDIDATES})", precision=0, minimum=1, maximum=MAX_CANDIDATES, elem_id="n")
         ui["cfg_scale"] = gr.Slider(1, 20, value=cfg_scale, step=0.5, label="CFG scale")
         ui["temperature"] = gr.Slider(0, 5, value=DrawSettings.temperature, step=0.05, label="Image temperature")
         ui["plan_temperature"] = gr.Slider(0, 5, value=DrawSettings.plan_temperature, step=0.05, label="Plan temperature")
         ui["engine"] = gr.Dropdown(engine_choices(), value=engine, label="Engine")
     with gr.Accordion("Model", open=True):
-        gr.Markdown(model_info, elem_id="model-info")
+        ui["model_info"] = gr.Markdown(model_info, elem_id="model-info")
     with gr.Accordion("This turn", open=False):
         ui["turn_id"] = gr.Number(None, label="Turn", precision=0, interactive=False)
         ui["draw_id"] = gr.Number(None, label="Draw", precision=0, interactive=False)
@@ -136,6 +180,7 @@ def history_tab_contents() -> dict:
     hist["table"] = gr.Dataframe(
         headers=["turn", "when (UTC)", "who", "prompt", "plan", "draws", "verdicts"],
         interactive=False, wrap=True, elem_id="history",
+        column_widths=["6%", "13%", "11%", "25%", "33%", "6%", "6%"],  # the whole table fits the page
     )
     with gr.Row():
         hist["turn"] = gr.Number(None, label="Turn to reopen (click a row)", precision=0)
@@ -143,28 +188,39 @@ def history_tab_contents() -> dict:
     return hist
 
 
+def connect_step(fn, button: gr.Button, inputs: list, outputs: list, status, api_name: str, **options) -> None:
+    """The button runs `fn` for the page (an error goes to the status line, outputs stay usable);
+    a hidden twin serves the API endpoint `api_name`, where an error is raised for the client."""
+    # the page's event is named apart, or it would take `api_name` (its function keeps fn's name)
+    button.click(on_gpu(on_page(fn, len(outputs))), inputs, [*outputs, status], api_name=f"page_{api_name}", **options, **PAGE_ONLY)
+    gr.Button(visible=False, elem_classes="api-only").click(on_gpu(fn), inputs, outputs, api_name=api_name, **options)
+
+
 def connect_loop(studio: Studio, ui: dict) -> None:
     settings = [ui[k] for k in ("n", "seed", "random_seed", "cfg_scale", "temperature", "plan_temperature", "engine")]
     drawn = [ui[k] for k in ("gallery", "draw_id", "turn_id", "seed", "draw_status", "best")]
-    ui["think"].click(
-        on_gpu(studio.think), [ui["prompt"], ui["seed"], ui["random_seed"], ui["plan_temperature"], ui["engine"]],
-        [ui["plan"], ui["plan_status"], ui["turn_id"], ui["seed"]], api_name="think", **MODEL,
+    status = ui["status"]
+    connect_step(
+        studio.think, ui["think"], [ui["prompt"], ui["seed"], ui["random_seed"], ui["plan_temperature"], ui["engine"]],
+        [ui["plan"], ui["plan_status"], ui["turn_id"], ui["seed"]], status, "think", **MODEL,
     )
-    ui["draw"].click(on_gpu(studio.draw), [ui["prompt"], ui["plan"], ui["turn_id"], *settings], drawn, api_name="draw", **MODEL)
-    ui["prefer"].click(
-        studio.prefer, [ui["draw_id"], ui["verdict"], ui["best"], ui["ranking"]], ui["prefer_status"],
-        api_name="prefer", concurrency_id="store", concurrency_limit=4, **RAW,
+    connect_step(studio.draw, ui["draw"], [ui["prompt"], ui["plan"], ui["turn_id"], *settings], drawn, status, "draw", **MODEL)
+    connect_step(
+        studio.prefer, ui["prefer"], [ui["draw_id"], ui["verdict"], ui["best"], ui["ranking"]], [ui["prefer_status"]],
+        status, "prefer", concurrency_id="store", concurrency_limit=4, **RAW,
     )
-    ui["reflect"].click(
-        on_gpu(studio.reflect), [ui["draw_id"], ui["candidate"], ui["plan_temperature"], ui["engine"]],
-        [ui["reflection"], ui["revised"], ui["reflection_id"], ui["revised_status"]], api_name="reflect", **MODEL,
+    connect_step(
+        studio.reflect, ui["reflect"], [ui["draw_id"], ui["candidate"], ui["plan_temperature"], ui["engine"]],
+        [ui["reflection"], ui["revised"], ui["reflection_id"], ui["revised_status"]], status, "reflect", **MODEL,
     )
-    ui["redraw"].click(
-        on_gpu(studio.redraw), [ui["reflection_id"], ui["reflection"], ui["revised"], *settings], drawn,
-        api_name="redraw", **MODEL,
-    )
-    ui["plan"].input(studio.check_plan, ui["plan"], ui["plan_status"], queue=False, show_progress="hidden", trigger_mode="always_last", **PAGE_ONLY)
-    ui["revised"].input(studio.check_plan, ui["revised"], ui["revised_status"], queue=False, show_progress="hidden", trigger_mode="always_last", **PAGE_ONLY)
+    connect_step(studio.redraw, ui["redraw"], [ui["reflection_id"], ui["reflection"], ui["revised"], *settings], drawn, status, "redraw", **MODEL)
+    # a new draw starts clean: the last draw's saved preference is no longer about these pictures,
+    # and a redraw draws the revised plan, so the plan box shows it
+    ui["draw"].click(lambda: "", None, ui["prefer_status"], queue=False, **PAGE_ONLY)
+    ui["redraw"].click(lambda revised: (revised, ""), ui["revised"], [ui["plan"], ui["prefer_status"]], queue=False, **PAGE_ONLY)
+    ui["engine"].change(engine_note, ui["engine"], status, queue=False, **PAGE_ONLY)
+    ui["plan"].input(studio.check_plan, [ui["plan"], ui["prompt"]], ui["plan_status"], queue=False, show_progress="hidden", trigger_mode="always_last", **PAGE_ONLY)
+    ui["revised"].input(studio.check_plan, [ui["revised"], ui["prompt"]], ui["revised_status"], queue=False, show_progress="hidden", trigger_mode="always_last", **PAGE_ONLY)
     ui["gallery"].select(pick_candidate, None, [ui["best"], ui["candidate"], ui["verdict"]], queue=False, **PAGE_ONLY)
     ui["recipe_file"].upload(
         studio.open_recipe, ui["recipe_file"],

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from reasoner.engine import check_engine
+from reasoner.errors import ModelLoadError, ReasonerError
 from reasoner.pipeline import ReasonerPipeline
-from weights.catalog import CATALOG, DEFAULT_MODEL
+from weights.catalog import CATALOG, DEFAULT_MODEL, resolve_model
 
 FALLBACK_DIR = "models/tiny-random"
 FALLBACK_NOTICE = (
@@ -41,33 +43,88 @@ def choose_model(name: str, data_dir: Path) -> ModelChoice:
     return ModelChoice(str(directory), "tiny random stand-in for shapes", FALLBACK_NOTICE)
 
 
+class ModelStillLoading(ReasonerError):
+    """A step asked for the model before the background load finished."""
+
+
+LOADING_INFO = "**Model:** loading… (the buttons answer once it is ready)"
+
+
 class Models:
     """The loaded pipeline. Choosing another engine in the settings switches the token loops over
-    the same loaded weights (`ReasonerPipeline.use_engine`); model tasks run one at a time."""
+    the same loaded weights (`ReasonerPipeline.use_engine`); model tasks run one at a time.
 
-    def __init__(self, choice: ModelChoice, device: str, engine: str):
+    With `background=True` the weights load in a thread so the page is served at once; until they
+    are in, every step answers "the model is still loading" (issue 15.12)."""
+
+    def __init__(self, choice: ModelChoice, device: str, engine: str, background: bool = False):
         self.choice = choice
         self.device = device
-        self.default_engine = engine
+        self.default_engine = check_engine(engine)
         self._lock = threading.Lock()
-        self._pipeline = ReasonerPipeline.from_pretrained(choice.source, device=device, engine=check_engine(engine))
+        self._pipeline: ReasonerPipeline | None = None
+        self._failure: Exception | None = None
+        self._loaded = threading.Event()
+        if not background:
+            self._pipeline = self._load()
+            self._loaded.set()
+            return
+        directory = resolve_model(choice.source)[0]
+        if not directory.is_dir():  # a wrong --model still ends the start-up with its one line
+            raise ModelLoadError(f"model directory {directory} does not exist")
+        threading.Thread(target=self._load_in_background, name="model-loader", daemon=True).start()
+
+    def _load(self) -> ReasonerPipeline:
+        return ReasonerPipeline.from_pretrained(self.choice.source, device=self.device, engine=self.default_engine)
+
+    def _load_in_background(self) -> None:
+        started = time.monotonic()
+        try:
+            self._pipeline = self._load()
+            print(f"Model {self.choice.label} loaded in {time.monotonic() - started:.0f} s; the studio is ready.", flush=True)
+        except Exception as error:  # noqa: BLE001 - kept, and told to every step that asks
+            self._failure = error
+            print(f"error: the model failed to load: {error}", flush=True)
+        finally:
+            self._loaded.set()
+
+    @property
+    def loaded(self) -> bool:
+        """The load is over, well or not."""
+        return self._loaded.is_set()
+
+    @property
+    def ready(self) -> bool:
+        return self._loaded.is_set() and self._failure is None
+
+    def _loaded_pipeline(self) -> ReasonerPipeline:
+        if not self._loaded.is_set():
+            raise ModelStillLoading("the model is still loading; try again in a few seconds")
+        if self._failure is not None:
+            raise ModelLoadError(f"the model failed to load: {self._failure}")
+        return self._pipeline
 
     @property
     def engine(self) -> str:
-        return self._pipeline.engine
+        return self._loaded_pipeline().engine
 
     def pipeline(self, engine: str | None = None) -> ReasonerPipeline:
         """The pipeline on `engine` (the current one if None); an engine that fails to start
         leaves the current one serving."""
+        pipeline = self._loaded_pipeline()
         with self._lock:
-            self._pipeline.use_engine(check_engine(engine or self.engine))
-            return self._pipeline
+            pipeline.use_engine(check_engine(engine or pipeline.engine))
+            return pipeline
 
     def current(self) -> ReasonerPipeline:
         """The loaded pipeline, whatever its engine (for checks that run no model)."""
-        return self._pipeline
+        return self._loaded_pipeline()
 
     def info_markdown(self) -> str:
+        if not self._loaded.is_set():
+            return LOADING_INFO
+        if self._failure is not None:
+            return f"**Model:** {self.choice.label} failed to load ({self._failure})"
         info = self.pipeline().info
         return (
             f"**Model:** {self.choice.label}  \n"

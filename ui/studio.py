@@ -13,12 +13,14 @@ from .models import Models, choose_model
 from .server import launch, serve_files_from
 
 
-def build_studio(config: StudioConfig) -> tuple[gr.Blocks, Studio]:
-    """The page and its handlers. Raises ReasonerError (one line) when the model or data dir fail."""
+def build_studio(config: StudioConfig, background: bool = False) -> tuple[gr.Blocks, Studio]:
+    """The page and its handlers. Raises ReasonerError (one line) when the model or data dir fail;
+    with `background`, the weights load after the page is built (`Models`), and a model that fails
+    then says so on the page."""
     serve_files_from(config.data_dir)  # before any Blocks exist: Gradio reads its folders then
     store = Store.open(config.data_dir)
     choice = choose_model(config.model, config.data_dir)
-    models = Models(choice, config.device, config.engine)
+    models = Models(choice, config.device, config.engine, background=background)
     studio = Studio(models, store, config)
     return build_page(studio, choice.notice, models.info_markdown()), studio
 

@@ -84,7 +84,8 @@ def wait_until_up(server: Server) -> None:
             raise RuntimeError(f"the studio exited with {server.process.returncode}:\n{server.output()}")
         try:
             with urllib.request.urlopen(server.url, timeout=5) as response:
-                if response.status == 200:
+                # the page is served while the model loads in the background (issue 15.12): wait for it too
+                if response.status == 200 and "the studio is ready" in server.output():
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             pass

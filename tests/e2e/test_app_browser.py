@@ -68,6 +68,7 @@ def test_a_person_thinks_edits_draws_and_picks(browser, browser_studio, tmp_path
     plan_box = page.locator("#plan textarea")
     page.wait_for_function("() => document.querySelector('#plan textarea').value.length > 0")  # the model's plan
     page.wait_for_function("() => document.querySelector('#plan-status').innerText.trim().length > 0")  # its check
+    model_plan = plan_box.input_value()
 
     type_into(plan_box, "blue circle @ nowhere")  # a bad edit: shown next to the box, nothing breaks
     page.locator("#plan-status").get_by_text("unknown cell").wait_for()
@@ -93,9 +94,76 @@ def test_a_person_thinks_edits_draws_and_picks(browser, browser_studio, tmp_path
     conn = sqlite3.connect(live_studio.data_dir / DB_NAME)
     try:
         plan_row = conn.execute("SELECT id, source, edited_from FROM plans WHERE text = ? ORDER BY id DESC", (EDITED,)).fetchone()
-        assert plan_row[1:] == ("person", plan_row[2]) and plan_row[2] is not None
+        assert plan_row[1] == "person"
+        # the edit is stored as made from the plan the model wrote, the one the page showed
+        assert conn.execute("SELECT text, source FROM plans WHERE id = ?", (plan_row[2],)).fetchone() == (model_plan, "model")
         draw_id = conn.execute("SELECT id FROM draws WHERE plan_id = ? ORDER BY id DESC", (plan_row[0],)).fetchone()[0]
         assert conn.execute("SELECT kind, ranking FROM preferences WHERE draw_id = ?", (draw_id,)).fetchall() == [("pick", "[1]")]
     finally:
         conn.close()
+    page.close()
+
+
+def new_page(browser, studio):
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(studio.url)
+    return page
+
+
+def test_an_error_is_a_lasting_status_line_and_the_page_stays_usable(browser, browser_studio):
+    """Issue 15.8: an empty prompt does not put "Error" badges over the outputs, and the line stays."""
+    page = new_page(browser, browser_studio)
+    page.locator("#think").click()
+    page.locator("#status").get_by_text("prompt").wait_for()
+    assert page.locator(".error, .toast-body.error").count() == 0  # no red badges, no toast
+    page.locator("#n input").fill("17")
+    page.locator("#prompt textarea").fill(PROMPT)
+    page.locator("#draw").click()
+    page.locator("#status").get_by_text("n=17 is out of range").wait_for()
+    type_into(page.locator("#plan textarea"), EDITED)  # the plan box still takes typing
+    page.locator("#plan-status").get_by_text("Valid plan").wait_for()
+    page.close()
+
+
+@pytest.mark.skipif(not bundled_model_present(), reason="needs the bundled shapes model (weights/shapes/)")
+def test_a_valid_plan_that_misses_the_prompt_is_named(browser, browser_studio):
+    """Issue 15.7: the plan box says when a grammatical plan is not what the prompt asks."""
+    page = new_page(browser, browser_studio)
+    page.locator("#prompt textarea").fill("two red squares above a blue triangle")
+    type_into(page.locator("#plan textarea"), "red square @ top-left; blue triangle @ bottom-left")
+    page.locator("#plan-status").get_by_text("does not meet the prompt").wait_for()
+    type_into(page.locator("#plan textarea"), "red square @ top-left; red square @ top-right; blue triangle @ bottom-center")
+    page.locator("#plan-status").get_by_text("Valid plan.").wait_for()
+    page.close()
+
+
+def test_one_candidate_fits_its_gallery_and_redraw_starts_clean(browser, browser_studio):
+    """Issues 15.10 and 15.11: n = 1 is shown whole; after a redraw the plan box holds the plan drawn
+    and the last draw's saved preference is gone; Reopen numbers picks from 1."""
+    page = new_page(browser, browser_studio)
+    page.locator("#prompt textarea").fill(PROMPT)
+    page.locator("#n input").fill("1")
+    type_into(page.locator("#plan textarea"), EDITED)
+    page.locator("#draw").click()
+    page.locator("#draw-status").get_by_text("Drew 1 candidate").wait_for()
+    gallery, picture = page.locator("#gallery").bounding_box(), page.locator("#gallery img").first.bounding_box()
+    assert picture["height"] <= gallery["height"] and picture["width"] <= gallery["width"]
+    assert gallery["height"] < 700  # no large empty area under a single thumbnail
+    page.locator("#prefer").click()
+    page.locator("#prefer-status").get_by_text("best is #1").wait_for()
+    page.locator("#reflect").click()
+    page.wait_for_function("() => document.querySelector('#revised textarea').value.length > 0")
+    revised = page.locator("#revised textarea").input_value()
+    first_draw = page.locator("#draw-status").inner_text()
+    page.locator("#redraw").click()
+    page.wait_for_function("(old) => { const t = document.querySelector('#draw-status').innerText; "
+                           "return t !== old && t.includes('Drew 1 candidate'); }", arg=first_draw)
+    assert page.locator("#plan textarea").input_value() == revised
+    assert "Saved preference" not in page.locator("#prefer-status").inner_text()
+    page.get_by_role("tab", name="History").click()
+    page.locator("#history").get_by_text(PROMPT).first.click()
+    page.get_by_role("button", name="Reopen and continue").click()
+    page.locator("#draw-status").get_by_text("Reopened turn").wait_for()
+    assert "best is #1" in page.locator("#draw-status").inner_text()
     page.close()
