@@ -42,9 +42,7 @@ def recipe_of_upload(path: str | Path | None) -> dict:
 def checked_recipe(recipe: dict, default_cfg_scale: float) -> dict:
     """A recipe's fields as the sliders and boxes take them, each checked like the form's own input
     (a PNG's text chunk is anyone's to write): prompt, plan, seed, cfg_scale, temperature, plan_temperature."""
-    def field(key, default):
-        return recipe[key] if key in recipe else default
-
+    field = recipe.get
     try:
         return {
             "prompt": arguments.text(recipe["prompt"], "the recipe's prompt"),
