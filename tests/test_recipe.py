@@ -70,6 +70,7 @@ def test_vq_tokens_and_processor_pixels_agree(tiny_backend):
     assert encode_tokens(tiny_backend.model.model.vqmodel, ours).shape == (1, 81)
 
 
+@pytest.mark.slow  # six recipe runs: minutes on a CPU
 def test_a_tiny_recipe_run_writes_a_loadable_model(tmp_path):
     from reasoner.backends.janus import JanusBackend
     from weights.build import main
