@@ -3,12 +3,24 @@
 The guard's rules come first, whatever Gradio's own checks allow:
 - a file request (`/gradio_api/file=PATH`, `/gradio_api/file/PATH`) is answered only when PATH,
   with every symlink resolved, lies inside the data directory; URLs and the proxy route are refused;
-- a request body over the upload limit is refused (413) before it is read;
+- a request body over the upload limit is refused (413): at once when its Content-Length says so,
+  and, for every route, as soon as the bytes read so far pass it (a chunked body has no length);
 - with auth on, nothing but the login page, the login form and the page's own static files
   answers without a login cookie (401); Gradio's startup route answers its one call at launch,
   and the login page goes out without the API description Gradio would embed in it.
 Gradio then narrows files further to its cache and upload folders, which live inside the data
 directory too (`serve_files_from`), so the database and the model files are never served.
+
+Public Gradio APIs do what they can: `launch(app_kwargs={"middleware": ...})` puts the guard in
+front, `max_file_size` and `blocked_paths` are Gradio's own limits, and `auth` takes the throttled
+check of ui/logins.py. Three things have no public API in Gradio 6 and read the running app's
+fields (each says so where it does): whether a request carries a valid login (`cookie_id`,
+`tokens`), whether launch's one startup call is done (`startup_events_triggered`), and the API
+description Gradio embeds in every page, the login page included (`window.gradio_api_info`). A
+Gradio upgrade that renames them fails closed: no login is recognised (401), the startup call is
+refused, or the description stays in the login page (tests/e2e/test_app_security.py says which).
+(`gr.mount_gradio_app` in our own FastAPI app was weighed: it would lose `--share` and
+`block_thread`, and still leave the same three reads.)
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ from starlette.responses import PlainTextResponse
 from reasoner.store import DB_NAME
 
 from .config import StudioConfig
+from .logins import CLIENT, LoginThrottle
 
 CACHE_DIR = "cache"  # under the data directory: Gradio's uploads and the copies of pictures it serves
 FILE_ROUTE = re.compile(r"^(?:/gradio_api)?/(?:file=|file/)(?P<path>.*)$", re.DOTALL)
@@ -70,15 +83,51 @@ class Guard:
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
+        CLIENT.set((scope.get("client") or ("unknown",))[0])  # for the login throttle (ui/logins.py)
         refusal = self.refusal(scope)
         if refusal is None:
             if self.auth_on and scope["type"] == "http" and scope.get("path") == "/" and not logged_in(scope):
                 send = without_api_info(send)  # the login page: Gradio would describe the API in it
-            return await self.app(scope, receive, send)
+            return await self.counted(scope, receive, send)
         status, text = refusal
         if scope["type"] == "websocket":
             return await send({"type": "websocket.close", "code": 1008})
         return await PlainTextResponse(text, status_code=status)(scope, receive, send)
+
+    async def counted(self, scope, receive, send):
+        """Run the app with the body's bytes counted as they arrive. Past the limit the app is told
+        the client left (it stops reading, so nothing more is buffered), whatever it answers is
+        dropped, and the client gets 413."""
+        state = {"read": 0, "over": False, "answered": False}
+
+        cut_short = {"type": "http.disconnect"} if scope["type"] == "http" else {"type": "websocket.disconnect", "code": 1009}
+
+        async def counted_receive():
+            if state["over"]:
+                return cut_short
+            message = await receive()
+            if message["type"] == "http.request":  # a body in parts: the total counts
+                state["read"] += len(message.get("body") or b"")
+                state["over"] = state["read"] > self.max_body
+            elif message["type"] == "websocket.receive":  # each message counts alone
+                state["over"] = len(message.get("bytes") or b"") + len(message.get("text") or "") > self.max_body
+            return cut_short if state["over"] else message
+
+        async def guarded_send(message):
+            if state["over"]:
+                return None  # the app's answer to a body cut short; the 413 below replaces it
+            state["answered"] = state["answered"] or message["type"] in ("http.response.start", "websocket.accept")
+            return await send(message)
+
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except Exception:
+            if not state["over"]:
+                raise
+        if state["over"] and scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1009})
+        elif state["over"] and not state["answered"]:
+            await too_large(self.max_body)(scope, receive, send)
 
     def refusal(self, scope) -> tuple[int, str] | None:
         path = scope.get("path", "")
@@ -91,12 +140,21 @@ class Guard:
             return 403, "File not allowed: only files inside the studio's data directory are served"
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            return 413, f"Request too large: the limit is {self.max_body - BODY_SLACK} bytes"
+            return 413, too_large_text(self.max_body)
         return None
 
 
+def too_large_text(max_body: int) -> str:
+    return f"Request too large: the limit is {max_body - BODY_SLACK} bytes"
+
+
+def too_large(max_body: int) -> PlainTextResponse:
+    return PlainTextResponse(too_large_text(max_body), status_code=413, headers={"Connection": "close"})
+
+
 def without_api_info(send):
-    """`send` for the login page, with Gradio's embedded API description taken out of the HTML."""
+    """`send` for the login page, with Gradio's embedded API description taken out of the HTML.
+    (No public switch keeps it out of the page; the template's one line is matched exactly.)"""
     held: list[dict] = []
 
     async def send_page(message):
@@ -122,13 +180,15 @@ def public(path: str) -> bool:
 
 
 def starting(scope) -> bool:
-    """Gradio's launch calls its own startup route once, without a login; that call only."""
+    """Gradio's launch calls its own startup route once, without a login; that call only.
+    (Private field: Gradio offers no public way to ask whether its startup ran.)"""
     app = scope.get("app")
     return scope.get("path") == STARTUP_ROUTE and getattr(app, "startup_events_triggered", True) is False
 
 
 def logged_in(scope) -> bool:
-    """A valid Gradio login cookie, checked against the running app's own tokens."""
+    """A valid Gradio login cookie, checked against the running app's own tokens. (Private fields:
+    Gradio checks logins only inside its routes; middleware has no public way to ask.)"""
     app = scope.get("app")
     cookie_id, tokens = getattr(app, "cookie_id", None), getattr(app, "tokens", None)
     if cookie_id is None or tokens is None:
@@ -147,7 +207,7 @@ def launch(demo, config: StudioConfig, css: str | None = None, prevent_thread_lo
         server_name=config.host,
         server_port=config.port,
         share=config.share,
-        auth=list(config.auth) or None,
+        auth=LoginThrottle(dict(config.auth)).login if config.auth_on else None,
         auth_message="Reasoner Studio: log in to think, draw and give preferences.",
         max_file_size=config.max_upload_bytes,
         blocked_paths=[str(data_dir / name) for name in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", "models")],

@@ -13,6 +13,7 @@ import gradio as gr
 import pytest
 from gradio.routes import App
 from gradio_client import Client
+from gradio_client.exceptions import AppError
 
 from reasoner.store import DB_NAME
 from tests.e2e.conftest import MAX_UPLOAD_MB, USERS
@@ -22,11 +23,19 @@ from ui.server import PUBLIC_EXACT, PUBLIC_PREFIXES
 SETTINGS = {"random_seed": False, "cfg_scale": 5, "temperature": 1, "plan_temperature": 0, "engine": "hf"}
 
 
-def raw(server, method: str, path: str, body: bytes | None = None, headers: dict | None = None) -> tuple[int, bytes]:
-    """One request sent as written (no client-side normalisation of `..` or `//`)."""
+def raw(server, method: str, path: str, body: bytes | None = None, headers: dict | None = None, chunked: bool = False) -> tuple[int, bytes]:
+    """One request sent as written (no client-side normalisation of `..` or `//`); `chunked` sends
+    the body in 64 kB chunks with no Content-Length."""
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
     try:
-        conn.request(method, path, body=body, headers=headers or {})
+        if chunked:
+            parts = iter([body[i : i + 65536] for i in range(0, len(body), 65536)])
+            conn.request(method, path, body=parts, headers={**(headers or {}), "Transfer-Encoding": "chunked"}, encode_chunked=True)
+        else:
+            conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read()
+    except (BrokenPipeError, ConnectionResetError):  # the server answered and closed while we still sent
         response = conn.getresponse()
         return response.status, response.read()
     finally:
@@ -100,13 +109,13 @@ def test_the_proxy_route_is_refused(live_studio):
     assert raw(live_studio, "GET", "/gradio_api/proxy=http://127.0.0.1:1/")[0] == 403
 
 
-def multipart(size: int) -> tuple[bytes, dict]:
+def multipart(size: int, files: int = 1) -> tuple[bytes, dict]:
     boundary = "studio-test-boundary"
-    body = (
+    part = (
         f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.png\"\r\n"
         "Content-Type: image/png\r\n\r\n"
-    ).encode() + b"\x89PNG" + b"0" * (size - 4) + f"\r\n--{boundary}--\r\n".encode()
-    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    ).encode() + b"\x89PNG" + b"0" * (size - 4) + b"\r\n"
+    return part * files + f"--{boundary}--\r\n".encode(), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
 def test_uploads_over_the_limit_are_refused(live_studio):
@@ -119,9 +128,27 @@ def test_uploads_over_the_limit_are_refused(live_studio):
     big, headers = multipart(limit + 1)
     status, _ = raw(live_studio, "POST", "/gradio_api/upload", big, headers)
     assert status == 413
-    # without a length up front (chunked), Gradio's own limit stops it while it streams
-    status, _ = raw(live_studio, "POST", "/gradio_api/upload", iter([big]), {**headers, "Transfer-Encoding": "chunked"})
-    assert status in (413, 400)
+    # without a length up front (chunked), the bytes are counted as they arrive: several files,
+    # each under Gradio's own per-file limit, are refused together
+    before = len(list((live_studio.data_dir / "cache").rglob("big.png")))
+    many, headers = multipart(limit * 9 // 10, files=4)
+    status, body = raw(live_studio, "POST", "/gradio_api/upload", many, headers, chunked=True)
+    assert status == 413 and b"Request too large" in body
+    assert len(list((live_studio.data_dir / "cache").rglob("big.png"))) == before
+    status, _ = raw(live_studio, "POST", "/gradio_api/upload", big, headers, chunked=True)
+    assert status == 413  # one file over the limit: Gradio's own check or the count, either says 413
+    status, _ = raw(live_studio, "POST", "/gradio_api/upload", small, headers, chunked=True)
+    assert status == 200  # a chunked upload under the limit still goes through
+
+
+def test_a_chunked_body_over_the_limit_is_refused_on_every_route(live_studio):
+    limit = MAX_UPLOAD_MB * 1024 * 1024
+    big_json = b'{"data": ["' + b"x" * (2 * limit) + b'"], "fn_index": 0, "session_hash": "s"}'
+    for path in ("/gradio_api/queue/join", "/gradio_api/call/draw", "/gradio_api/run/think"):
+        status, body = raw(live_studio, "POST", path, big_json, {"Content-Type": "application/json"}, chunked=True)
+        assert status == 413, (path, status, body[:200])
+    status, _ = raw(live_studio, "GET", "/gradio_api/info")
+    assert status == 200  # the server goes on
 
 
 def every_route() -> list[tuple[str, str]]:
@@ -171,3 +198,34 @@ def test_with_auth_a_login_runs_the_loop_and_records_the_user(auth_studio):
     conn = sqlite3.connect(auth_studio.data_dir / DB_NAME)
     assert conn.execute("SELECT who FROM turns WHERE id = ?", (turn_id,)).fetchone() == ("ann",)
     conn.close()
+
+
+def test_with_auth_failed_logins_are_throttled(auth_studio):
+    """Last in this file: it locks bob out on this client for a while."""
+    user, password = USERS[1]
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    statuses = [raw(auth_studio, "POST", "/login", f"username={user}&password=wrong-{k}".encode(), form)[0] for k in range(6)]
+    assert statuses[:3] == [400, 400, 400] and set(statuses[3:]) == {429}
+    status, body = raw(auth_studio, "POST", "/login", f"username={user}&password={password}".encode(), form)
+    assert status == 429 and b"Too many failed logins" in body  # locked: even the right password waits
+    status, _ = raw(auth_studio, "POST", "/login", f"username={USERS[0][0]}&password={USERS[0][1]}".encode(), form)
+    assert status == 200  # another user is not locked out
+
+
+@pytest.mark.parametrize(
+    ("api_name", "args", "message"),
+    [
+        ("/think", (123, 0, False, 0, "hf"), "prompt must be text, not int"),
+        ("/think", (PROMPT, "7", False, 0, "hf"), "seed='7' is not a number"),
+        ("/draw", (PROMPT, "", None, None, 0, False, 5, 1, 0, "hf"), "candidates is empty"),
+        ("/draw", (PROMPT, "", 1.5, 1, 0, False, 5, 1, 0, "hf"), "turn id=1.5 is not a whole number"),
+        ("/draw", (PROMPT, "", None, 1, 1.5, False, 5, 1, 0, "hf"), "seed=1.5 is not a whole number"),
+        ("/prefer", (2**70, "best", 1, ""), "does not exist"),
+        ("/reflect", ("1", 1, 0, "hf"), "draw id='1' is not a number"),
+    ],
+)
+def test_wrong_types_through_the_api_get_one_line_naming_the_argument(live_studio, api_name, args, message):
+    with pytest.raises(AppError) as caught:
+        live_studio.client().predict(*args, api_name=api_name)
+    said = str(caught.value)
+    assert message in said and "upstream" not in said, said
