@@ -94,3 +94,27 @@ def test_the_model_loads_in_the_background_and_steps_say_so_until_then(taught_mo
     GatedModels.gate.set()
     models._loaded.wait(120)
     assert models.ready and studio.think(PROMPT, 7, False, 0, ENGINE, request=None)[0] == PLAN
+
+
+def test_the_onnx_export_is_announced_and_cached_under_the_data_dir(tmp_path, monkeypatch):
+    """Issue 15.13: choosing onnx says its first use exports; the studio keeps the export with its data."""
+    import os
+
+    from app import main
+    from ui.layout import engine_note
+
+    assert "exports the model on its first use" in engine_note("onnx") and engine_note("fast") == ""
+    monkeypatch.delenv("REASONER_ONNX_CACHE", raising=False)
+    assert main(["--model", str(tmp_path / "no-model"), "--data-dir", str(tmp_path / "data"), "--device", "cpu"]) == 2
+    assert os.environ["REASONER_ONNX_CACHE"] == str(tmp_path / "data" / "cache" / "onnx")
+
+
+def test_a_pick_made_while_a_draw_streams_is_kept(taught_model_dir, tmp_path):
+    """Issue 15.9: on the page, best is reset to 1 with the first pictures, never when the draw ends."""
+    from ui.layout import keeping_a_pick
+
+    studio = make_studio(str(taught_model_dir), tmp_path / "data")
+    outputs = list(keeping_a_pick(studio.draw)(PROMPT, PLAN, None, **{**SETTINGS, "n": 4}, request=None))
+    assert len(outputs) > 2 and outputs[0][5] == 1 and all(o[5] == gr.skip() for o in outputs[1:])
+    assert "Drew 4 candidates" in outputs[-1][4]
+    assert list(studio.draw(PROMPT, PLAN, None, **{**SETTINGS, "n": 4}, request=None))[-1][5] == 1  # the API's answer

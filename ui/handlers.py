@@ -236,9 +236,7 @@ class Studio:
         n = len(drawn.candidates)
         status = (f"Drew {n} candidate{'s' * (n > 1)} (draw #{drawn.draw_id}, turn #{drawn.turn_id}). "
                   "Pick the best, rank them, or mark all bad; then reflect.")
-        # best is set to 1 with the first pictures (first_best); a pick made while the rest were
-        # drawing stays
-        return gallery_of(kept), drawn.draw_id, drawn.turn_id, seed, status, gr.skip()
+        return gallery_of(kept), drawn.draw_id, drawn.turn_id, seed, status, 1
 
 
 def shown_verdict(line: str) -> str:
@@ -253,7 +251,8 @@ def shown_verdict(line: str) -> str:
 
 
 def first_best(step: int):
-    """A new draw starts with best = 1, set once with its first pictures."""
+    """A new draw starts with best = 1, set with its first pictures (the page keeps a pick made
+    after that: layout.keeping_a_pick)."""
     return 1 if step == 0 else gr.skip()
 
 

@@ -8,6 +8,8 @@ Spaces with ZeroGPU they run under `spaces.GPU`.
 
 from __future__ import annotations
 
+import functools
+
 import gradio as gr
 
 from reasoner.engine import BUILT_ENGINES, ENGINES
@@ -188,12 +190,40 @@ def history_tab_contents() -> dict:
     return hist
 
 
-def connect_step(fn, button: gr.Button, inputs: list, outputs: list, status, api_name: str, **options) -> None:
-    """The button runs `fn` for the page (an error goes to the status line, outputs stay usable);
-    a hidden twin serves the API endpoint `api_name`, where an error is raised for the client."""
+def connect_step(fn, button: gr.Button, inputs: list, outputs: list, status, api_name: str, page=None, page_outputs=(), **options) -> None:
+    """The button runs `fn` for the page (an error goes to the status line, outputs stay usable),
+    or `page`, fn with `page_outputs` more; a hidden twin serves the API endpoint `api_name`,
+    where an error is raised for the client."""
+    page_outputs = [*outputs, *page_outputs]
     # the page's event is named apart, or it would take `api_name` (its function keeps fn's name)
-    button.click(on_gpu(on_page(fn, len(outputs))), inputs, [*outputs, status], api_name=f"page_{api_name}", **options, **PAGE_ONLY)
+    button.click(on_gpu(on_page(page or fn, len(page_outputs))), inputs, [*page_outputs, status],
+                 api_name=f"page_{api_name}", **options, **PAGE_ONLY)
     gr.Button(visible=False, elem_classes="api-only").click(on_gpu(fn), inputs, outputs, api_name=api_name, **options)
+
+
+def keeping_a_pick(draw):
+    """The page's draw (or redraw): best is set to 1 with the first pictures only, so a pick made
+    while the rest are drawing is not overwritten when the draw finishes (issue 15.9)."""
+
+    @functools.wraps(draw)
+    def draw_on_page(*args, **kwargs):
+        for step, values in enumerate(draw(*args, **kwargs)):
+            yield values if step == 0 else (*values[:5], gr.skip(), *values[6:])
+
+    return draw_on_page
+
+
+def showing_redrawn_plan(redraw):
+    """The page's redraw: with its first pictures the plan box shows the plan being drawn and the
+    last draw's saved preference is cleared (both are about the draw before)."""
+
+    @functools.wraps(redraw)
+    def redraw_on_page(reflection_id, reflection, revised, *args, **kwargs):
+        for step, values in enumerate(redraw(reflection_id, reflection, revised, *args, **kwargs)):
+            first = step == 0
+            yield (*values, revised if first and (revised or "").strip() else gr.skip(), "" if first else gr.skip())
+
+    return redraw_on_page
 
 
 def connect_loop(studio: Studio, ui: dict) -> None:
@@ -204,7 +234,10 @@ def connect_loop(studio: Studio, ui: dict) -> None:
         studio.think, ui["think"], [ui["prompt"], ui["seed"], ui["random_seed"], ui["plan_temperature"], ui["engine"]],
         [ui["plan"], ui["plan_status"], ui["turn_id"], ui["seed"]], status, "think", **MODEL,
     )
-    connect_step(studio.draw, ui["draw"], [ui["prompt"], ui["plan"], ui["turn_id"], *settings], drawn, status, "draw", **MODEL)
+    connect_step(
+        studio.draw, ui["draw"], [ui["prompt"], ui["plan"], ui["turn_id"], *settings], drawn, status, "draw",
+        page=keeping_a_pick(studio.draw), **MODEL,
+    )
     connect_step(
         studio.prefer, ui["prefer"], [ui["draw_id"], ui["verdict"], ui["best"], ui["ranking"]], [ui["prefer_status"]],
         status, "prefer", concurrency_id="store", concurrency_limit=4, **RAW,
@@ -213,11 +246,12 @@ def connect_loop(studio: Studio, ui: dict) -> None:
         studio.reflect, ui["reflect"], [ui["draw_id"], ui["candidate"], ui["plan_temperature"], ui["engine"]],
         [ui["reflection"], ui["revised"], ui["reflection_id"], ui["revised_status"]], status, "reflect", **MODEL,
     )
-    connect_step(studio.redraw, ui["redraw"], [ui["reflection_id"], ui["reflection"], ui["revised"], *settings], drawn, status, "redraw", **MODEL)
-    # a new draw starts clean: the last draw's saved preference is no longer about these pictures,
-    # and a redraw draws the revised plan, so the plan box shows it
+    connect_step(
+        studio.redraw, ui["redraw"], [ui["reflection_id"], ui["reflection"], ui["revised"], *settings], drawn, status, "redraw",
+        page=showing_redrawn_plan(keeping_a_pick(studio.redraw)), page_outputs=[ui["plan"], ui["prefer_status"]], **MODEL,
+    )
+    # a new draw starts clean: the last draw's saved preference is no longer about these pictures
     ui["draw"].click(lambda: "", None, ui["prefer_status"], queue=False, **PAGE_ONLY)
-    ui["redraw"].click(lambda revised: (revised, ""), ui["revised"], [ui["plan"], ui["prefer_status"]], queue=False, **PAGE_ONLY)
     ui["engine"].change(engine_note, ui["engine"], status, queue=False, **PAGE_ONLY)
     ui["plan"].input(studio.check_plan, [ui["plan"], ui["prompt"]], ui["plan_status"], queue=False, show_progress="hidden", trigger_mode="always_last", **PAGE_ONLY)
     ui["revised"].input(studio.check_plan, [ui["revised"], ui["prompt"]], ui["revised_status"], queue=False, show_progress="hidden", trigger_mode="always_last", **PAGE_ONLY)
