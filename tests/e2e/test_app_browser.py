@@ -135,7 +135,8 @@ def test_a_valid_plan_that_misses_the_prompt_is_named(browser, browser_studio):
     page.locator("#prompt textarea").fill("two red squares above a blue triangle")
     type_into(page.locator("#plan textarea"), "red square @ top-left; blue triangle @ bottom-left")
     page.locator("#plan-status").get_by_text("does not meet the prompt").wait_for()
-    type_into(page.locator("#plan textarea"), "red square @ top-left; red square @ top-right; blue triangle @ bottom-center")
+    meets = "red square @ top-left; red square @ top-right; blue triangle @ bottom-center"
+    type_into(page.locator("#plan textarea"), meets)
     page.locator("#plan-status").get_by_text("Valid plan.").wait_for()
     page.close()
 
