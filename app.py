@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
 
         transformers_logging.set_verbosity_error()
         transformers_logging.disable_progress_bar()
-        print(f"Starting Reasoner Studio: model {config.model} on {config.device}, data in {config.data_dir}", flush=True)
+        print(
+            f"Starting Reasoner Studio: model {config.model} on {config.device}, data in {config.data_dir}", flush=True
+        )
         from ui.studio import build_studio, serve
 
         # the page is served while the weights load: a person sees it (and that it is loading) at once

@@ -51,17 +51,31 @@ def main() -> None:
         synchronize(args.device)
         seconds = time.perf_counter() - started
         peak = torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda") else None
-        rows.append({
-            "model": args.preset, "engine": "hf", "batch": batch, "seconds": round(seconds, 3),
-            "images_per_s": round(batch / seconds, 3), "ms_per_step": round(1000 * seconds / backend.num_image_tokens, 2),
-            "peak_mem_mb": None if peak is None else round(peak),
-        })
+        rows.append(
+            {
+                "model": args.preset,
+                "engine": "hf",
+                "batch": batch,
+                "seconds": round(seconds, 3),
+                "images_per_s": round(batch / seconds, 3),
+                "ms_per_step": round(1000 * seconds / backend.num_image_tokens, 2),
+                "peak_mem_mb": None if peak is None else round(peak),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     synchronize(args.device)
     started = time.perf_counter()
     backend.write_plan(prompt, 0, 0.0)
     synchronize(args.device)
-    print(json.dumps({"model": args.preset, "think_seconds_max_tokens": round(time.perf_counter() - started, 3), "max_plan_tokens": template.max_plan_tokens}))
+    print(
+        json.dumps(
+            {
+                "model": args.preset,
+                "think_seconds_max_tokens": round(time.perf_counter() - started, 3),
+                "max_plan_tokens": template.max_plan_tokens,
+            }
+        )
+    )
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     if args.json:
         args.json.write_text(json.dumps({"device": device_name, "results": rows}, indent=2) + "\n")

@@ -24,31 +24,79 @@ def same_length_groups(sequences: list[list[int]], batch_size: int) -> list[list
     return [rows[i : i + batch_size] for rows in by_length.values() for i in range(0, len(rows), batch_size)]
 
 
-def texts_in_groups(backend: JanusBackend, contexts: list[list[int]], seeds: list[int], temperature: float, max_new_tokens: int, stop_ids: list[int], pictures: list[Image.Image] | None = None, batch_size: int = 64) -> list[str]:
+def texts_in_groups(
+    backend: JanusBackend,
+    contexts: list[list[int]],
+    seeds: list[int],
+    temperature: float,
+    max_new_tokens: int,
+    stop_ids: list[int],
+    pictures: list[Image.Image] | None = None,
+    batch_size: int = 64,
+) -> list[str]:
     texts = [""] * len(contexts)
     for rows in same_length_groups(contexts, batch_size):
         pixel_values = None if pictures is None else torch.cat([backend.pixel_values(pictures[i]) for i in rows])
-        written = backend.generate_texts([contexts[i] for i in rows], pixel_values, [seeds[i] for i in rows], temperature, max_new_tokens, stop_ids)
+        written = backend.generate_texts(
+            [contexts[i] for i in rows], pixel_values, [seeds[i] for i in rows], temperature, max_new_tokens, stop_ids
+        )
         for row, text in zip(rows, written):
             texts[row] = text
     return texts
 
 
-def write_plans(backend: JanusBackend, prompts: list[str], seeds: list[int], temperature: float, batch_size: int = 64) -> list[str]:
+def write_plans(
+    backend: JanusBackend, prompts: list[str], seeds: list[int], temperature: float, batch_size: int = 64
+) -> list[str]:
     contexts = [backend.think_context_ids(p) for p in prompts]
-    return texts_in_groups(backend, contexts, seeds, temperature, backend.template.max_plan_tokens, [backend.eos_id, backend.boi_id], batch_size=batch_size)
+    return texts_in_groups(
+        backend,
+        contexts,
+        seeds,
+        temperature,
+        backend.template.max_plan_tokens,
+        [backend.eos_id, backend.boi_id],
+        batch_size=batch_size,
+    )
 
 
-def write_reflections(backend: JanusBackend, prompts: list[str], plans: list[str], pictures: list[Image.Image], seeds: list[int], temperature: float, batch_size: int = 64) -> list[str]:
+def write_reflections(
+    backend: JanusBackend,
+    prompts: list[str],
+    plans: list[str],
+    pictures: list[Image.Image],
+    seeds: list[int],
+    temperature: float,
+    batch_size: int = 64,
+) -> list[str]:
     contexts = [backend.reflect_context_ids(p, plan) for p, plan in zip(prompts, plans)]
-    return texts_in_groups(backend, contexts, seeds, temperature, backend.template.max_reflection_tokens, [backend.eos_id], pictures, batch_size)
+    return texts_in_groups(
+        backend,
+        contexts,
+        seeds,
+        temperature,
+        backend.template.max_reflection_tokens,
+        [backend.eos_id],
+        pictures,
+        batch_size,
+    )
 
 
-def draw_pictures(backend: JanusBackend, prompts: list[str], plans: list[str | None], seeds: list[int], cfg_scale: float, temperature: float, batch_size: int = 64) -> list[Image.Image]:
+def draw_pictures(
+    backend: JanusBackend,
+    prompts: list[str],
+    plans: list[str | None],
+    seeds: list[int],
+    cfg_scale: float,
+    temperature: float,
+    batch_size: int = 64,
+) -> list[Image.Image]:
     contexts = [backend.draw_context_ids(p, plan) for p, plan in zip(prompts, plans)]
     pictures = [None] * len(prompts)
     for rows in same_length_groups(contexts, batch_size):
-        tokens = backend.generate_image_token_rows([contexts[i] for i in rows], [seeds[i] for i in rows], cfg_scale, temperature, 0)
+        tokens = backend.generate_image_token_rows(
+            [contexts[i] for i in rows], [seeds[i] for i in rows], cfg_scale, temperature, 0
+        )
         for row, image in zip(rows, backend.decode_images(tokens)):
             pictures[row] = image
     return pictures

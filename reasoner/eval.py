@@ -1,4 +1,5 @@
-"""`python -m reasoner eval`: how often pictures satisfy held-out prompts, per shapes-world category (docs/shapes-world.md).
+"""`python -m reasoner eval`: how often pictures satisfy held-out prompts, per shapes-world category
+(docs/shapes-world.md).
 
 Modes, each on the same dev-split prompts and seeds:
 - direct: draw from the prompt alone;
@@ -26,7 +27,18 @@ from .engine import DEFAULT_ENGINE, ENGINES
 from .pipeline import ReasonerPipeline, revised_plan_in
 from .records import MAX_REFLECT_ROUNDS, Plan, Reflection, check_reflect_rounds, redraw_seed
 from .reflection_loop import last_picture, run_reflection_rounds
-from .shapes import CATEGORIES, SuitePrompt, accuracy_by_category, detect, format_plan, make_suite, random_scene, reading_in, scene_reading, score_image
+from .shapes import (
+    CATEGORIES,
+    SuitePrompt,
+    accuracy_by_category,
+    detect,
+    format_plan,
+    make_suite,
+    random_scene,
+    reading_in,
+    scene_reading,
+    score_image,
+)
 
 MODES = ("direct", "think", "reflect", "follow")
 
@@ -102,7 +114,9 @@ def evaluate(backend: JanusBackend, modes: list[str], settings: EvalSettings) ->
     suite = make_suite("dev", settings.prompts, settings.seed)
     prompts = [p.prompt for p in suite]
     seeds = [settings.seed + i for i in range(len(suite))]
-    draw = lambda plans, seeds_: draw_pictures(backend, prompts, plans, seeds_, settings.cfg_scale, settings.temperature, settings.batch_size)  # noqa: E731
+    draw = lambda plans, seeds_: draw_pictures(
+        backend, prompts, plans, seeds_, settings.cfg_scale, settings.temperature, settings.batch_size
+    )  # noqa: E731
     pipeline = ReasonerPipeline(backend)
     # the text the model reads for a plan, exactly as the pipeline gives it (a bare plan gets its reasoning)
     as_read = pipeline.model_text
@@ -113,7 +127,9 @@ def evaluate(backend: JanusBackend, modes: list[str], settings: EvalSettings) ->
         results.accuracy["direct"] = accuracy(suite, draw([None] * len(prompts), seeds))
     if "think" in modes or "reflect" in modes:
         progress(f"think: {len(prompts)} plans and pictures")
-        plans = [as_read(Plan(text, "model")) for text in write_plans(backend, prompts, seeds, 0.0, settings.batch_size)]
+        plans = [
+            as_read(Plan(text, "model")) for text in write_plans(backend, prompts, seeds, 0.0, settings.batch_size)
+        ]
         pictures = draw(plans, seeds)
         results.accuracy["think"] = accuracy(suite, pictures)
         results.examples = [{"prompt": p, "plan": plan} for p, plan in list(zip(prompts, plans))[:8]]
@@ -124,13 +140,23 @@ def evaluate(backend: JanusBackend, modes: list[str], settings: EvalSettings) ->
         rng = random.Random(settings.seed + 1)
         scenes = [random_scene(rng, 1, 4) for _ in prompts]
         progress(f"follow: {len(scenes)} pictures from random plans")
-        pictures = draw_pictures(backend, prompts, [as_read(Plan(format_plan(s), "person")) for s in scenes], seeds, settings.cfg_scale, settings.temperature, settings.batch_size)
+        pictures = draw_pictures(
+            backend,
+            prompts,
+            [as_read(Plan(format_plan(s), "person")) for s in scenes],
+            seeds,
+            settings.cfg_scale,
+            settings.temperature,
+            settings.batch_size,
+        )
         matches = [detect(p).scene == s for p, s in zip(pictures, scenes)]
         results.accuracy["follow"] = {"overall": sum(matches) / len(matches)}
     return results
 
 
-def reflect_mode(pipeline: ReasonerPipeline, suite: list[SuitePrompt], plans: list[str], pictures, seeds, settings: EvalSettings) -> tuple[list, ReflectFigures]:
+def reflect_mode(
+    pipeline: ReasonerPipeline, suite: list[SuitePrompt], plans: list[str], pictures, seeds, settings: EvalSettings
+) -> tuple[list, ReflectFigures]:
     """The final pictures of the reflection rounds on the think pictures, and what the rounds did."""
     prompts = [p.prompt for p in suite]
     final, reflections, revised, redraws = reflect_and_redraw(pipeline, prompts, plans, pictures, seeds, settings)
@@ -152,10 +178,19 @@ def reflect_mode(pipeline: ReasonerPipeline, suite: list[SuitePrompt], plans: li
         fixed_share=sum(after[i] for i in failures) / max(1, len(failures)),
         broken=sum(not after[i] for i in successes),
         broken_share=sum(not after[i] for i in successes) / max(1, len(successes)),
-        failure_cases=[FailureCase(
-            prompt=prompts[i], category=suite[i].category, plan=plans[i], seen=scene_reading(first_scores[i].scene),
-            reflection=reflections[i], final_seen=scene_reading(final_scores[i].scene), redraws=redraws[i], fixed=after[i],
-        ) for i in failures],
+        failure_cases=[
+            FailureCase(
+                prompt=prompts[i],
+                category=suite[i].category,
+                plan=plans[i],
+                seen=scene_reading(first_scores[i].scene),
+                reflection=reflections[i],
+                final_seen=scene_reading(final_scores[i].scene),
+                redraws=redraws[i],
+                fixed=after[i],
+            )
+            for i in failures
+        ],
     )
     return final, figures
 
@@ -173,13 +208,32 @@ def reflect_and_redraw(pipeline: ReasonerPipeline, prompts, plans: list[str], pi
         progress(f"reflect round {round_number}: {len(rows)} reflections")
         # each look with the seed of the picture it looks at, as in the pipeline
         looked_at = [redraw_seed(seeds[i], round_number - 1) for i in rows]
-        texts = write_reflections(backend, [prompts[i] for i in rows], [plans_now[i] for i in rows], [pictures_now[i] for i in rows], looked_at, 0.0, settings.batch_size)
+        texts = write_reflections(
+            backend,
+            [prompts[i] for i in rows],
+            [plans_now[i] for i in rows],
+            [pictures_now[i] for i in rows],
+            looked_at,
+            0.0,
+            settings.batch_size,
+        )
         return [Reflection(text, revised_plan_in(text)) for text in texts]
 
     def redraw(rows: list[int], reflections: list[Reflection], plans_now: list[str], round_number: int) -> list[tuple]:
         progress(f"reflect round {round_number}: redrawing {len(rows)} revised pictures")
-        redo_plans = [pipeline.model_text(pipeline.plan_to_redraw(Plan(plans_now[i]), reflection)) for i, reflection in zip(rows, reflections)]
-        redrawn = draw_pictures(backend, [prompts[i] for i in rows], redo_plans, [redraw_seed(seeds[i], round_number) for i in rows], settings.cfg_scale, settings.temperature, settings.batch_size)
+        redo_plans = [
+            pipeline.model_text(pipeline.plan_to_redraw(Plan(plans_now[i]), reflection))
+            for i, reflection in zip(rows, reflections)
+        ]
+        redrawn = draw_pictures(
+            backend,
+            [prompts[i] for i in rows],
+            redo_plans,
+            [redraw_seed(seeds[i], round_number) for i in rows],
+            settings.cfg_scale,
+            settings.temperature,
+            settings.batch_size,
+        )
         return list(zip(redo_plans, redrawn))
 
     chains = run_reflection_rounds(plans, pictures, settings.reflect_rounds, look, redraw)
@@ -210,9 +264,14 @@ def table(results: EvalResults) -> str:
         lines.append(f"{mode:<8} " + " ".join(f"{figures[c]:>11.3f}" if c in figures else f"{'':>11}" for c in columns))
     if results.reflect is not None:
         r = results.reflect
-        lines.append(f"reflect ({r.rounds} round{'s' * (r.rounds > 1)} at most, {r.redraws} redraws): fixed {r.fixed}/{r.think_failures} think failures ({r.fixed_share:.2f}), broke {r.broken} successes ({r.broken_share:.3f}); "
-                     f"first round: revised {r.revised} pictures, {r.revised_wrong} of them wrong; verdict right for {r.verdict_accuracy:.3f}"
-                     + ("" if r.reading_exact is None else f"; read the picture exactly for {r.reading_exact:.3f}"))
+        lines.append(
+            f"reflect ({r.rounds} round{'s' * (r.rounds > 1)} at most, {r.redraws} redraws): fixed "
+            f"{r.fixed}/{r.think_failures} think failures ({r.fixed_share:.2f}), broke {r.broken} successes "
+            f"({r.broken_share:.3f}); "
+            f"first round: revised {r.revised} pictures, {r.revised_wrong} of them wrong; verdict right for "
+            f"{r.verdict_accuracy:.3f}"
+            + ("" if r.reading_exact is None else f"; read the picture exactly for {r.reading_exact:.3f}")
+        )
     return "\n".join(lines)
 
 
@@ -232,7 +291,13 @@ def run_eval(args) -> int:
     directory, name = resolve_model(args.model)
     backend = JanusBackend.from_pretrained(directory, device=args.device, name=name, engine=args.engine)
     cfg = args.cfg if args.cfg is not None else backend.info.default_cfg_scale
-    settings = EvalSettings(prompts=args.prompts, seed=args.seed, cfg_scale=cfg, temperature=args.temperature, reflect_rounds=check_reflect_rounds(args.reflect_rounds))
+    settings = EvalSettings(
+        prompts=args.prompts,
+        seed=args.seed,
+        cfg_scale=cfg,
+        temperature=args.temperature,
+        reflect_rounds=check_reflect_rounds(args.reflect_rounds),
+    )
     results = evaluate(backend, modes, settings)
     print(table(results))
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -250,7 +315,12 @@ def add_eval_command(commands) -> None:
     parser.add_argument("--seed", type=int, default=EvalSettings.seed)
     parser.add_argument("--cfg", type=float, default=None, help="guidance scale; default: the model's own")
     parser.add_argument("--temperature", type=float, default=EvalSettings.temperature)
-    parser.add_argument("--reflect-rounds", type=int, default=EvalSettings.reflect_rounds, help=f"reflect mode: looks at a picture and its redraws, at most (1-{MAX_REFLECT_ROUNDS})")
+    parser.add_argument(
+        "--reflect-rounds",
+        type=int,
+        default=EvalSettings.reflect_rounds,
+        help=f"reflect mode: looks at a picture and its redraws, at most (1-{MAX_REFLECT_ROUNDS})",
+    )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE, help="decode engine")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/eval-shapes.json"))

@@ -29,7 +29,9 @@ class ReasonerPipeline:
         self.backend = backend
 
     @classmethod
-    def from_pretrained(cls, model: str = "shapes", device: str = "cpu", dtype=None, engine: str = "hf") -> ReasonerPipeline:
+    def from_pretrained(
+        cls, model: str = "shapes", device: str = "cpu", dtype=None, engine: str = "hf"
+    ) -> ReasonerPipeline:
         from .backends.janus import JanusBackend
         from .models import resolve_model
 
@@ -125,12 +127,16 @@ class ReasonerPipeline:
         )
         return [Candidate(k, seed, d.image, d.tokens) for k, (seed, d) in enumerate(zip(settings.seeds(), drawn))]
 
-    def reflect(self, prompt: str, plan: Plan | str | None, image: Image.Image, seed: int = 0, temperature: float = 0.0) -> Reflection:
+    def reflect(
+        self, prompt: str, plan: Plan | str | None, image: Image.Image, seed: int = 0, temperature: float = 0.0
+    ) -> Reflection:
         """The model looks at `image`, drawn from `plan` (None: from the prompt alone), and says what
         is wrong with it; a revision carries the plan to redraw from."""
         prompt = self.check_prompt(prompt)
         plan = self._plan_to_draw(plan)
-        text = self.backend.write_reflection(prompt, "" if plan is None else self.model_text(plan), image, seed, temperature)
+        text = self.backend.write_reflection(
+            prompt, "" if plan is None else self.model_text(plan), image, seed, temperature
+        )
         return Reflection(text, revised_plan_in(text))
 
     def plan_to_redraw(self, plan: Plan | str | None, reflection: Reflection) -> Plan | str | None:
@@ -151,11 +157,21 @@ class ReasonerPipeline:
             return revised
         return Plan(f"{reasoning} Plan: {revised.body}", source=revised.source)
 
-    def redraw(self, prompt: str, plan: Plan | str | None, reflection: Reflection, settings: DrawSettings) -> list[Candidate]:
+    def redraw(
+        self, prompt: str, plan: Plan | str | None, reflection: Reflection, settings: DrawSettings
+    ) -> list[Candidate]:
         """Draw again from the reflection's revision of `plan` (`plan_to_redraw`)."""
         return self.draw(prompt, self.plan_to_redraw(plan, reflection), settings)
 
-    def __call__(self, prompt: str, settings: DrawSettings = DrawSettings(), think: bool = True, plan: Plan | str | None = None, reflect: bool = False, reflect_rounds: int = 1) -> Turn:
+    def __call__(
+        self,
+        prompt: str,
+        settings: DrawSettings = DrawSettings(),  # noqa: B008 - a frozen record, safe to share
+        think: bool = True,
+        plan: Plan | str | None = None,
+        reflect: bool = False,
+        reflect_rounds: int = 1,
+    ) -> Turn:
         # 1. Check inputs; the turn records the guidance scale it draws with
         turn = Turn(prompt=self.check_prompt(prompt), settings=self.with_model_defaults(settings))
         check_reflect_rounds(reflect_rounds)
@@ -169,10 +185,15 @@ class ReasonerPipeline:
         # 4. Reflect on each candidate and redraw it from the revised plan, then look at the redraw,
         #    until a reflection finds the picture right or `reflect_rounds` are spent
         if reflect:
-            turn.rounds = [self.reflection_rounds(turn.prompt, turn.plan, candidate, turn.settings, reflect_rounds) for candidate in turn.candidates]
+            turn.rounds = [
+                self.reflection_rounds(turn.prompt, turn.plan, candidate, turn.settings, reflect_rounds)
+                for candidate in turn.candidates
+            ]
         return turn
 
-    def reflection_rounds(self, prompt: str, plan: Plan | None, candidate: Candidate, settings: DrawSettings, rounds: int) -> list[ReflectionRound]:
+    def reflection_rounds(
+        self, prompt: str, plan: Plan | None, candidate: Candidate, settings: DrawSettings, rounds: int
+    ) -> list[ReflectionRound]:
         """At most `rounds` looks at a candidate, each at the picture the one before redrew: the
         loop of `reflection_loop.py` (which the eval runs for many prompts at once) on one chain."""
 
@@ -189,6 +210,7 @@ class ReasonerPipeline:
 
         chain = run_reflection_rounds([plan], [candidate], rounds, look, redraw)[0]
         return [ReflectionRound(step.reflection, step.redrawn, step.plan) for step in chain]
+
 
 def revised_plan_in(reflection_text: str) -> Plan | None:
     """The plan a reflection proposes after its last `Plan:` marker, or None when it proposes none.

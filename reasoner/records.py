@@ -89,7 +89,10 @@ class DrawSettings:
         checks = [
             (1 <= self.n <= MAX_CANDIDATES, f"n={self.n} is out of range: draw 1 to {MAX_CANDIDATES} candidates"),
             (0 <= self.seed <= LAST_SEED, f"seed={self.seed} is out of range 0..{LAST_SEED}"),
-            (self.cfg_scale is None or 1.0 <= self.cfg_scale <= 20.0, f"cfg_scale={self.cfg_scale} is out of range 1..20"),
+            (
+                self.cfg_scale is None or 1.0 <= self.cfg_scale <= 20.0,
+                f"cfg_scale={self.cfg_scale} is out of range 1..20",
+            ),
             (0.0 <= self.temperature <= 5.0, f"temperature={self.temperature} is out of range 0..5"),
             (0.0 <= self.plan_temperature <= 5.0, f"plan_temperature={self.plan_temperature} is out of range 0..5"),
             (self.top_k >= 0, f"top_k={self.top_k} must be 0 (off) or positive"),
@@ -130,7 +133,9 @@ class Turn:
     settings: DrawSettings
     plan: Plan | None = None
     candidates: list[Candidate] = field(default_factory=list)
-    rounds: list[list[ReflectionRound]] = field(default_factory=list)  # per candidate, in order; empty unless the turn reflected
+    rounds: list[list[ReflectionRound]] = field(
+        default_factory=list
+    )  # per candidate, in order; empty unless the turn reflected
 
     def final_round(self, k: int) -> ReflectionRound:
         """The round behind candidate k's final picture: the last one that redrew it, or the first

@@ -32,7 +32,9 @@ LookAt = Callable[[list[int], list, list, int], list[Reflection]]
 Redraw = Callable[[list[int], list[Reflection], list, int], list[tuple[Any, Any]]]
 
 
-def run_reflection_rounds(plans: Sequence, pictures: Sequence, rounds: int, look: LookAt, redraw: Redraw) -> list[list[Look]]:
+def run_reflection_rounds(
+    plans: Sequence, pictures: Sequence, rounds: int, look: LookAt, redraw: Redraw
+) -> list[list[Look]]:
     """Each picture's looks, in order, pictures[i] drawn from plans[i]."""
     plans, pictures = list(plans), list(pictures)
     looks: list[list[Look]] = [[] for _ in pictures]

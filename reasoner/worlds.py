@@ -34,7 +34,7 @@ def split_plan_text(text: str) -> tuple[str, str]:
     markers = list(_PLAN_MARKER.finditer(text))
     if not markers:
         return "", text.strip()
-    return text[: markers[-1].start()].strip(), text[markers[-1].end():].strip()
+    return text[: markers[-1].start()].strip(), text[markers[-1].end() :].strip()
 
 
 def plan_body(text: str) -> str:

@@ -25,7 +25,11 @@ def teach(backend: JanusBackend, steps: int = 200, seed: int = 0) -> None:
     examples = [
         (think, encode(" " + PLAN) + [backend.eos_id], None),
         *[
-            (reflect, encode(" " + REFLECTION) + [backend.eos_id], backend.pixel_values(Image.new("RGB", (72, 72), color)))
+            (
+                reflect,
+                encode(" " + REFLECTION) + [backend.eos_id],
+                backend.pixel_values(Image.new("RGB", (72, 72), color)),
+            )
             for color in [(0, 0, 0), (255, 255, 255), (40, 80, 240), (120, 30, 200)]
         ],
     ]

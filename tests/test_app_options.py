@@ -41,7 +41,12 @@ def test_environment_and_auth_files(tmp_path, monkeypatch):
     monkeypatch.setenv("REASONER_DATA", str(tmp_path / "elsewhere"))
     monkeypatch.setenv("REASONER_AUTH", "ann:pw")
     config = parse_config(["--device", "cpu"])
-    assert (config.model, config.data_dir, config.auth, config.host) == ("/some/model", tmp_path / "elsewhere", (("ann", "pw"),), "127.0.0.1")
+    assert (config.model, config.data_dir, config.auth, config.host) == (
+        "/some/model",
+        tmp_path / "elsewhere",
+        (("ann", "pw"),),
+        "127.0.0.1",
+    )
 
 
 def test_the_page_while_the_bundled_model_is_missing(tmp_path, monkeypatch):

@@ -25,7 +25,10 @@ PLAN = "red circle @ top-left"
 @pytest.fixture(scope="module")
 def backends(tiny_model_dir, onnx_cache):
     ort = JanusBackend.from_pretrained(tiny_model_dir, name="tiny", engine="onnx")
-    others = {engine: JanusBackend(ort.model, ort.tokenizer, ort.image_processor, ort.template, name="tiny", engine=engine) for engine in ("hf", "fast")}
+    others = {
+        engine: JanusBackend(ort.model, ort.tokenizer, ort.image_processor, ort.template, name="tiny", engine=engine)
+        for engine in ("hf", "fast")
+    }
     return {**others, "onnx": ort}
 
 
@@ -47,7 +50,9 @@ def test_batched_plans_and_pictures_match_each_prompt_alone(backends, engine, te
     contexts = [backend.draw_context_ids(p, PLAN) for p in PROMPTS]
     expected = [None] * len(PROMPTS)
     for group in same_length_groups(contexts, batch_size=64):
-        rows = backend.generate_image_token_rows([contexts[i] for i in group], [SEEDS[i] for i in group], 3.0, temperature, 0)
+        rows = backend.generate_image_token_rows(
+            [contexts[i] for i in group], [SEEDS[i] for i in group], 3.0, temperature, 0
+        )
         alone = torch.cat([backend.generate_image_tokens(contexts[i], [SEEDS[i]], 3.0, temperature, 0) for i in group])
         assert torch.equal(rows, alone)
         # decoded as draw_pictures groups them: the VQ decoder's rounding depends on its batch
@@ -72,7 +77,11 @@ def test_rows_that_stop_early_keep_what_they_wrote(backends, engine):
     stop_ids = list(range(0, backend.model.lm_head.out_features, 5))  # a fifth of the vocabulary
     texts = backend.generate_texts(contexts, None, seeds, 1.0, 16, stop_ids)
     assert texts == [backend.generate_text(c, None, s, 1.0, 16, stop_ids) for c, s in zip(contexts, seeds)]
-    lengths = [len(backend.runner.text_tokens([c], None, [s], 1.0, 16, stop_ids)[0]) for c, s in zip(contexts, seeds)] if backend.runner else None
+    lengths = (
+        [len(backend.runner.text_tokens([c], None, [s], 1.0, 16, stop_ids)[0]) for c, s in zip(contexts, seeds)]
+        if backend.runner
+        else None
+    )
     if lengths is not None:
         assert len(set(lengths)) > 1, lengths  # the rows did stop at different steps
 
@@ -88,7 +97,19 @@ def test_batched_greedy_tokens_agree_across_engines(backends):
 @pytest.mark.parametrize("engine", ["hf", pytest.param("onnx", marks=pytest.mark.slow)])
 def test_eval_takes_an_engine_and_records_it(tiny_model_dir, onnx_cache, tmp_path, engine):
     out = tmp_path / "eval.json"
-    args = ["eval", "--model", str(tiny_model_dir), "--modes", "direct", "--prompts", "8", "--engine", engine, "--json", str(out)]
+    args = [
+        "eval",
+        "--model",
+        str(tiny_model_dir),
+        "--modes",
+        "direct",
+        "--prompts",
+        "8",
+        "--engine",
+        engine,
+        "--json",
+        str(out),
+    ]
     assert main(args) == 0
     results = json.loads(out.read_text())
     assert results["engine"] == engine and 0.0 <= results["modes"]["direct"]["overall"] <= 1.0

@@ -22,33 +22,82 @@ from weights import convert as conv
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SPECIALS = ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>", "<image_placeholder>",
-            "<begin_of_image>", "<end_of_image>"]
+SPECIALS = [
+    "<｜begin▁of▁sentence｜>",
+    "<｜end▁of▁sentence｜>",
+    "<｜▁pad▁｜>",
+    "<image_placeholder>",
+    "<begin_of_image>",
+    "<end_of_image>",
+]
 
 
 def original_config(vocab=96, hidden=64, layers=2, vit_width=64, image=32, codebook=32, code_dim=8):
     """A MultiModalityConfig-shaped dict, as in deepseek-ai/Janus-Pro config.json, with tiny sizes."""
     return {
-        "architectures": ["MultiModalityCausalLM"], "model_type": "multi_modality", "torch_dtype": "bfloat16",
-        "vision_config": {"cls": "CLIPVisionTower", "model_type": "vision", "params": {
-            "image_size": image, "model_name": "siglip_large_patch16_384", "select_feature": "same",
-            "select_layer": -1}},
-        "aligner_config": {"cls": "MlpProjector", "model_type": "aligner", "params": {
-            "depth": 2, "input_dim": vit_width, "n_embed": hidden, "projector_type": "mlp_gelu"}},
-        "gen_vision_config": {"cls": "VQ-16", "model_type": "gen_vision", "params": {
-            "image_token_size": codebook, "n_embed": code_dim}},
-        "gen_aligner_config": {"cls": "MlpProjector", "model_type": "gen_aligner", "params": {
-            "depth": 2, "input_dim": code_dim, "n_embed": hidden, "projector_type": "mlp_gelu"}},
-        "gen_head_config": {"cls": "vision_head", "model_type": "gen_head", "params": {
-            "image_token_embed": hidden, "image_token_size": codebook, "n_embed": hidden}},
-        "language_config": {"hidden_size": hidden, "intermediate_size": 2 * hidden, "max_position_embeddings": 256,
-                            "model_type": "llama", "num_attention_heads": 4, "num_hidden_layers": layers,
-                            "num_key_value_heads": 4, "torch_dtype": "bfloat16", "vocab_size": vocab},
+        "architectures": ["MultiModalityCausalLM"],
+        "model_type": "multi_modality",
+        "torch_dtype": "bfloat16",
+        "vision_config": {
+            "cls": "CLIPVisionTower",
+            "model_type": "vision",
+            "params": {
+                "image_size": image,
+                "model_name": "siglip_large_patch16_384",
+                "select_feature": "same",
+                "select_layer": -1,
+            },
+        },
+        "aligner_config": {
+            "cls": "MlpProjector",
+            "model_type": "aligner",
+            "params": {"depth": 2, "input_dim": vit_width, "n_embed": hidden, "projector_type": "mlp_gelu"},
+        },
+        "gen_vision_config": {
+            "cls": "VQ-16",
+            "model_type": "gen_vision",
+            "params": {"image_token_size": codebook, "n_embed": code_dim},
+        },
+        "gen_aligner_config": {
+            "cls": "MlpProjector",
+            "model_type": "gen_aligner",
+            "params": {"depth": 2, "input_dim": code_dim, "n_embed": hidden, "projector_type": "mlp_gelu"},
+        },
+        "gen_head_config": {
+            "cls": "vision_head",
+            "model_type": "gen_head",
+            "params": {"image_token_embed": hidden, "image_token_size": codebook, "n_embed": hidden},
+        },
+        "language_config": {
+            "hidden_size": hidden,
+            "intermediate_size": 2 * hidden,
+            "max_position_embeddings": 256,
+            "model_type": "llama",
+            "num_attention_heads": 4,
+            "num_hidden_layers": layers,
+            "num_key_value_heads": 4,
+            "torch_dtype": "bfloat16",
+            "vocab_size": vocab,
+        },
     }
 
 
-def original_shapes(vocab=96, hidden=64, layers=2, inter=128, vit_width=64, vit_depth=1, patch=8, image=32,
-                    mlp=256, ch=32, ch_mult=(1, 2), z=32, codebook=32, code_dim=8) -> dict:
+def original_shapes(
+    vocab=96,
+    hidden=64,
+    layers=2,
+    inter=128,
+    vit_width=64,
+    vit_depth=1,
+    patch=8,
+    image=32,
+    mlp=256,
+    ch=32,
+    ch_mult=(1, 2),
+    z=32,
+    codebook=32,
+    code_dim=8,
+) -> dict:
     """Key -> shape of MultiModalityCausalLM.state_dict() (VQ-16 code: 2 res blocks down, 3 up)."""
     s = {}
 
@@ -157,11 +206,20 @@ def write_tokenizer(d: Path, vocab_size=96, **config):
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.add_special_tokens(SPECIALS)
     tok.save(str(d / "tokenizer.json"))
-    (d / "tokenizer_config.json").write_text(json.dumps({
-        "bos_token": SPECIALS[0], "eos_token": SPECIALS[1], "tokenizer_class": "PreTrainedTokenizerFast",
-        "auto_map": {"AutoTokenizer": ["evil.Tokenizer", None]}, **config}))
-    (d / "special_tokens_map.json").write_text(json.dumps(
-        {"bos_token": SPECIALS[0], "eos_token": SPECIALS[1], "pad_token": SPECIALS[2]}))
+    (d / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "bos_token": SPECIALS[0],
+                "eos_token": SPECIALS[1],
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "auto_map": {"AutoTokenizer": ["evil.Tokenizer", None]},
+                **config,
+            }
+        )
+    )
+    (d / "special_tokens_map.json").write_text(
+        json.dumps({"bos_token": SPECIALS[0], "eos_token": SPECIALS[1], "pad_token": SPECIALS[2]})
+    )
     return {t: tok.token_to_id(t) for t in SPECIALS}
 
 
@@ -171,10 +229,27 @@ def t2i_r1_config() -> dict:
     LlamaConfig; module names, hence weight keys, are unchanged."""
     cfg = original_config()
     lang = cfg["language_config"]
-    lang.update({"_name_or_path": "", "architectures": None, "attention_bias": False, "attention_dropout": 0.0,
-                 "bf16": True, "head_dim": 16, "hidden_act": "silu", "initializer_range": 0.02, "mlp_bias": False,
-                 "pretraining_tp": 1, "rms_norm_eps": 1e-06, "rope_scaling": None, "rope_theta": 10000.0,
-                 "tie_word_embeddings": False, "use_cache": False, "bos_token_id": 1, "eos_token_id": 2})
+    lang.update(
+        {
+            "_name_or_path": "",
+            "architectures": None,
+            "attention_bias": False,
+            "attention_dropout": 0.0,
+            "bf16": True,
+            "head_dim": 16,
+            "hidden_act": "silu",
+            "initializer_range": 0.02,
+            "mlp_bias": False,
+            "pretraining_tp": 1,
+            "rms_norm_eps": 1e-06,
+            "rope_scaling": None,
+            "rope_theta": 10000.0,
+            "tie_word_embeddings": False,
+            "use_cache": False,
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+        }
+    )
     cfg.update({k: v for k, v in lang.items() if k not in ("model_type", "tie_word_embeddings")})
     cfg["transformers_version"] = "4.49.0"
     return cfg
@@ -214,8 +289,13 @@ def cli_run(tmp_path_factory):
     """`python -m weights.convert` on a .bin checkpoint, started first so its start-up overlaps the other tests."""
     root = tmp_path_factory.mktemp("cli")
     sd = write_original(root / "src", fmt="bin", seed=3)
-    proc = subprocess.Popen([sys.executable, "-m", "weights.convert", str(root / "src"), str(root / "dst")],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "weights.convert", str(root / "src"), str(root / "dst")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     yield root, sd, proc
     proc.kill()
 
@@ -235,8 +315,8 @@ def test_weights_land_in_the_right_places(converted):
     vt, layer = "vision_model.vision_tower", "model.vision_model.encoder.layers.0"
     qkv_w, qkv_b = sd[f"{vt}.blocks.0.attn.qkv.weight"].float(), sd[f"{vt}.blocks.0.attn.qkv.bias"].float()
     for i, part in enumerate("qkv"):  # fused rows are [q; k; v]
-        assert torch.equal(st[f"{layer}.self_attn.{part}_proj.weight"], qkv_w[64 * i: 64 * (i + 1)])
-        assert torch.equal(st[f"{layer}.self_attn.{part}_proj.bias"], qkv_b[64 * i: 64 * (i + 1)])
+        assert torch.equal(st[f"{layer}.self_attn.{part}_proj.weight"], qkv_w[64 * i : 64 * (i + 1)])
+        assert torch.equal(st[f"{layer}.self_attn.{part}_proj.bias"], qkv_b[64 * i : 64 * (i + 1)])
     vq = "gen_vision_model"
     same = {
         "model.vision_model.embeddings.position_embedding.weight": sd[f"{vt}.pos_embed"][0],
@@ -250,8 +330,9 @@ def test_weights_land_in_the_right_places(converted):
         "model.vqmodel.decoder.up.0.block.2.conv1.weight": sd[f"{vq}.decoder.conv_blocks.0.res.2.conv1.weight"],
         "model.vqmodel.encoder.down.1.attn.1.proj_out.weight": sd[f"{vq}.encoder.conv_blocks.1.attn.1.proj_out.weight"],
         "model.vqmodel.encoder.mid.attn_1.q.weight": sd[f"{vq}.encoder.mid.1.q.weight"],
-        "model.vqmodel.decoder.up.1.block.0.nin_shortcut.bias":
-            sd[f"{vq}.decoder.conv_blocks.1.res.0.nin_shortcut.bias"],
+        "model.vqmodel.decoder.up.1.block.0.nin_shortcut.bias": sd[
+            f"{vq}.decoder.conv_blocks.1.res.0.nin_shortcut.bias"
+        ],
         "model.language_model.layers.1.mlp.down_proj.weight": sd["language_model.model.layers.1.mlp.down_proj.weight"],
         "lm_head.weight": sd["language_model.lm_head.weight"],
     }
@@ -278,9 +359,11 @@ def test_vision_tower_matches_original_computation(converted):
         h = ln(h + F.linear(m, w["blocks.0.mlp.fc2.weight"], w["blocks.0.mlp.fc2.bias"]), "norm")
         got = model.model.vision_model(x).last_hidden_state
         head = model.model.generation_head(h)
-        want_head = F.linear(F.gelu(F.linear(h, w["gen_head.output_mlp_projector.weight"],
-                                              w["gen_head.output_mlp_projector.bias"])),
-                             w["gen_head.vision_head.weight"], w["gen_head.vision_head.bias"])
+        want_head = F.linear(
+            F.gelu(F.linear(h, w["gen_head.output_mlp_projector.weight"], w["gen_head.output_mlp_projector.bias"])),
+            w["gen_head.vision_head.weight"],
+            w["gen_head.vision_head.bias"],
+        )
     torch.testing.assert_close(got, h, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(head, want_head, atol=1e-5, rtol=1e-4)
 
@@ -300,7 +383,10 @@ def test_forward_pass_config_and_tokenizer(converted):
     gen = GenerationConfig.from_pretrained(dst)
     assert gen.generation_kwargs == {"boi_token_id": ids["<begin_of_image>"]}
     assert (gen.bos_token_id, gen.eos_token_id, gen.pad_token_id) == (
-        ids["<｜begin▁of▁sentence｜>"], ids["<｜end▁of▁sentence｜>"], ids["<｜▁pad▁｜>"])
+        ids["<｜begin▁of▁sentence｜>"],
+        ids["<｜end▁of▁sentence｜>"],
+        ids["<｜▁pad▁｜>"],
+    )
     assert "auto_map" not in json.loads((dst / "tokenizer_config.json").read_text())
     assert AutoTokenizer.from_pretrained(dst).boi_token == "<begin_of_image>"
     # understanding forward: 16 image placeholders filled by the vision tower + aligner
@@ -326,8 +412,21 @@ def test_janus_pro_7b_sizes_plan_cleanly():
     cfg = original_config(vocab=102400, hidden=4096, layers=30, vit_width=1024, image=384, codebook=16384)
     cfg["language_config"]["intermediate_size"] = 11008
     cfg["language_config"]["num_attention_heads"] = cfg["language_config"]["num_key_value_heads"] = 32
-    shapes = original_shapes(vocab=102400, hidden=4096, layers=30, inter=11008, vit_width=1024, vit_depth=24,
-                             patch=16, image=384, mlp=4096, ch=128, ch_mult=(1, 1, 2, 2, 4), z=256, codebook=16384)
+    shapes = original_shapes(
+        vocab=102400,
+        hidden=4096,
+        layers=30,
+        inter=11008,
+        vit_width=1024,
+        vit_depth=24,
+        patch=16,
+        image=384,
+        mlp=4096,
+        ch=128,
+        ch_mult=(1, 1, 2, 2, 4),
+        z=256,
+        codebook=16384,
+    )
     ids = {"bos": 100000, "eos": 100001, "pad": 100015, "boi": 100016, "eoi": 100593, "image": 100581}
     config, plan, dropped = conv.plan_conversion(cfg, shapes, ids)
     assert config.vision_config.num_image_tokens == 576 and config.vq_config.num_patches == 24
@@ -416,14 +515,18 @@ def test_converted_t2i_r1_checkpoint_runs_the_whole_loop(converted):
     assert backend.template == JANUS_PRO_TEMPLATE
     assert list(backend.image_processor.image_mean) == [0.5, 0.5, 0.5]
     assert (backend.boi_id, backend.eoi_id, backend.image_token_id) == (
-        ids["<begin_of_image>"], ids["<end_of_image>"], ids["<image_placeholder>"])
+        ids["<begin_of_image>"],
+        ids["<end_of_image>"],
+        ids["<image_placeholder>"],
+    )
     pipeline = ReasonerPipeline(backend)
     prompt, settings = "w5 w6 w7", DrawSettings(n=2, seed=0, cfg_scale=3.0)
     turn = pipeline(prompt, settings, reflect=True)
     assert turn.plan.text == backend.write_plan(prompt, 0, 0.0)
     plan_text = pipeline.model_text(turn.plan)
-    tokens = backend.generate_image_tokens(backend.draw_context_ids(prompt, plan_text), [0, 1], 3.0,
-                                           settings.temperature, settings.top_k)
+    tokens = backend.generate_image_tokens(
+        backend.draw_context_ids(prompt, plan_text), [0, 1], 3.0, settings.temperature, settings.top_k
+    )
     assert torch.equal(torch.stack([c.image_tokens.cpu() for c in turn.candidates]), tokens.cpu())
     assert not torch.equal(tokens[0], tokens[1])  # two seeds, two pictures
     size = backend.info.image_size
@@ -431,7 +534,8 @@ def test_converted_t2i_r1_checkpoint_runs_the_whole_loop(converted):
         assert candidate.image.size == (size, size)
         assert candidate.image.tobytes() == picture.tobytes()
     assert [r.text for r in turn.reflections] == [
-        backend.write_reflection(prompt, plan_text, c.image, c.seed, 0.0) for c in turn.candidates]
+        backend.write_reflection(prompt, plan_text, c.image, c.seed, 0.0) for c in turn.candidates
+    ]
 
 
 def _tokenizer_names(src: Path, dst: Path):
@@ -442,15 +546,23 @@ def _tokenizer_names(src: Path, dst: Path):
     return AutoTokenizer.from_pretrained(dst)
 
 
-@pytest.mark.parametrize("layout", [{"extra_special_tokens": {}},  # transformers 4.49-4.x, no named token
-                                    {"extra_special_tokens": {"foo_token": "w3"}},
-                                    {"extra_special_tokens": [], "model_specific_special_tokens": {"foo_token": "w3"}}])
+@pytest.mark.parametrize(
+    "layout",
+    [
+        {"extra_special_tokens": {}},  # transformers 4.49-4.x, no named token
+        {"extra_special_tokens": {"foo_token": "w3"}},
+        {"extra_special_tokens": [], "model_specific_special_tokens": {"foo_token": "w3"}},
+    ],
+)
 def test_image_tokens_are_named_in_every_tokenizer_config_layout(tmp_path, layout):
     """The names are added to what the source's tokenizer_config.json has; names it already gives stay."""
     write_tokenizer(tmp_path, **layout)
     tokenizer = _tokenizer_names(tmp_path, tmp_path / "dst")
     assert (tokenizer.image_token, tokenizer.boi_token, tokenizer.eoi_token) == (
-        "<image_placeholder>", "<begin_of_image>", "<end_of_image>")
+        "<image_placeholder>",
+        "<begin_of_image>",
+        "<end_of_image>",
+    )
     if "foo_token" in json.dumps(layout):
         assert tokenizer.foo_token == "w3"
 
@@ -464,12 +576,22 @@ def test_extra_special_tokens_of_another_type_is_a_one_line_error(tmp_path):
 def write_lora_adapter(d: Path) -> None:
     """A PEFT LoRA folder as T2I-R1's LoRA runs save it: adapter files, the base config and the tokenizer."""
     d.mkdir(parents=True)
-    (d / "adapter_config.json").write_text(json.dumps({
-        "peft_type": "LORA", "base_model_name_or_path": "deepseek-ai/Janus-Pro-7B", "r": 4, "lora_alpha": 8,
-        "target_modules": ["q_proj", "v_proj"]}))
+    (d / "adapter_config.json").write_text(
+        json.dumps(
+            {
+                "peft_type": "LORA",
+                "base_model_name_or_path": "deepseek-ai/Janus-Pro-7B",
+                "r": 4,
+                "lora_alpha": 8,
+                "target_modules": ["q_proj", "v_proj"],
+            }
+        )
+    )
     prefix = "base_model.model.language_model.model.layers.0.self_attn.q_proj"
-    save_file({f"{prefix}.lora_A.weight": torch.zeros(4, 64), f"{prefix}.lora_B.weight": torch.zeros(64, 4)},
-              str(d / "adapter_model.safetensors"))
+    save_file(
+        {f"{prefix}.lora_A.weight": torch.zeros(4, 64), f"{prefix}.lora_B.weight": torch.zeros(64, 4)},
+        str(d / "adapter_model.safetensors"),
+    )
     (d / "config.json").write_text(json.dumps(original_config()))
     write_tokenizer(d)
 

@@ -23,7 +23,9 @@ PLAN = "red circle @ top-left; blue square @ middle-center"
 
 def engine_backend(backend, engine, model=None):
     """Another backend over the same (or the given) model with another engine."""
-    return JanusBackend(model or backend.model, backend.tokenizer, backend.image_processor, backend.template, name="tiny", engine=engine)
+    return JanusBackend(
+        model or backend.model, backend.tokenizer, backend.image_processor, backend.template, name="tiny", engine=engine
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,10 @@ def test_greedy_image_tokens_match_the_reference(pair, cfg_scale):
     expected = hf.generate_image_tokens(context, [0, 1, 2], cfg_scale, 0.0, 0)
     assert torch.equal(fast.generate_image_tokens(context, [0, 1, 2], cfg_scale, 0.0, 0), expected)
     direct = hf.draw_context_ids(PROMPT, None)  # another context length: the cache is reused
-    assert torch.equal(fast.generate_image_tokens(direct, [7], cfg_scale, 0.0, 0), hf.generate_image_tokens(direct, [7], cfg_scale, 0.0, 0))
+    assert torch.equal(
+        fast.generate_image_tokens(direct, [7], cfg_scale, 0.0, 0),
+        hf.generate_image_tokens(direct, [7], cfg_scale, 0.0, 0),
+    )
 
 
 @pytest.mark.parametrize("reads", ["vision", "image_tokens"])
@@ -134,12 +139,17 @@ def test_the_step_compiled_on_a_cpu_gives_the_references_tokens_and_follows_new_
     the position, noise and sampling settings must stay inputs, and new weights need a new step."""
     model = copy.deepcopy(tiny_backend.model)
     hf = engine_backend(tiny_backend, "hf", model)
-    compiled = JanusBackend(model, hf.tokenizer, hf.image_processor, hf.template, name="tiny", engine="fast", fast_compile=True)
+    compiled = JanusBackend(
+        model, hf.tokenizer, hf.image_processor, hf.template, name="tiny", engine="fast", fast_compile=True
+    )
     assert compiled.runner.compile
     context = hf.draw_context_ids(PROMPT, PLAN)
     before = compiled.generate_image_tokens(context, [0, 1], 5.0, 0.0, 0)
     assert torch.equal(before, hf.generate_image_tokens(context, [0, 1], 5.0, 0.0, 0))
-    assert torch.equal(compiled.generate_image_tokens(context, [4, 5], 5.0, 1.0, 0), hf.generate_image_tokens(context, [4, 5], 5.0, 1.0, 0))
+    assert torch.equal(
+        compiled.generate_image_tokens(context, [4, 5], 5.0, 1.0, 0),
+        hf.generate_image_tokens(context, [4, 5], 5.0, 1.0, 0),
+    )
     with torch.no_grad():
         model.model.generation_head.vision_head.weight.mul_(-1.0)
         for layer in model.model.language_model.layers:
@@ -157,7 +167,20 @@ def test_the_engines_run_through_the_command_line(tiny_model_dir, tmp_path):
     rows = {}
     for engine in ("hf", None):  # None: the default
         out = tmp_path / str(engine)
-        args = ["generate", "--prompt", "a red circle", "--model", str(tiny_model_dir), "--n", "2", "--seed", "3", "--no-think", "--out", str(out)]
+        args = [
+            "generate",
+            "--prompt",
+            "a red circle",
+            "--model",
+            str(tiny_model_dir),
+            "--n",
+            "2",
+            "--seed",
+            "3",
+            "--no-think",
+            "--out",
+            str(out),
+        ]
         assert main(args + (["--engine", engine] if engine else [])) == 0
         rows[engine] = [(r["engine"], Image.open(out / r["image"]).tobytes()) for r in results(out)]
     assert [engine for engine, _ in rows[None]] == ["fast", "fast"]  # fast is the default

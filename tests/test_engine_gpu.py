@@ -36,6 +36,7 @@ def cuda_graphs(monkeypatch):
         def wrapper(graph, *args, **kwargs):
             calls[name] += 1
             return method(graph, *args, **kwargs)
+
         return wrapper
 
     monkeypatch.setattr(torch.cuda.CUDAGraph, "capture_begin", counting(torch.cuda.CUDAGraph.capture_begin, "recorded"))
@@ -49,7 +50,10 @@ def test_onnx_engine_matches_the_reference_on_cuda_in_float32(tmp_path, monkeypa
     hf, ort = b["hf"], b["onnx"]
     assert ort.runner.graphs["decoder_step"].session.get_providers()[0] == "CUDAExecutionProvider"
     context = hf.draw_context_ids(PROMPT, PLAN)
-    assert torch.equal(ort.generate_image_tokens(context, [0, 1, 2], 5.0, 0.0, 0), hf.generate_image_tokens(context, [0, 1, 2], 5.0, 0.0, 0))
+    assert torch.equal(
+        ort.generate_image_tokens(context, [0, 1, 2], 5.0, 0.0, 0),
+        hf.generate_image_tokens(context, [0, 1, 2], 5.0, 0.0, 0),
+    )
     assert ort.write_plan(PROMPT, 0, 0.0) == hf.write_plan(PROMPT, 0, 0.0)
 
 
@@ -60,11 +64,16 @@ def test_fast_engine_matches_the_reference_on_cuda_in_float32(cuda_graphs):
     for plan in (PLAN, None):  # two context lengths
         context = hf.draw_context_ids(PROMPT, plan)
         for seeds in ([0], [0, 1, 2]):
-            assert torch.equal(fast.generate_image_tokens(context, seeds, 5.0, 0.0, 0), hf.generate_image_tokens(context, seeds, 5.0, 0.0, 0))
+            assert torch.equal(
+                fast.generate_image_tokens(context, seeds, 5.0, 0.0, 0),
+                hf.generate_image_tokens(context, seeds, 5.0, 0.0, 0),
+            )
     assert fast.write_plan(PROMPT, 0, 0.0) == hf.write_plan(PROMPT, 0, 0.0)
     # sampling: same seeds, same guided scores -> the reference's tokens (same multinomial draw)
     context = hf.draw_context_ids(PROMPT, PLAN)
-    same = fast.generate_image_tokens(context, [3, 4], 3.0, 1.0, 0) == hf.generate_image_tokens(context, [3, 4], 3.0, 1.0, 0)
+    same = fast.generate_image_tokens(context, [3, 4], 3.0, 1.0, 0) == hf.generate_image_tokens(
+        context, [3, 4], 3.0, 1.0, 0
+    )
     print(f"fast: sampled agreement with hf on CUDA {float(same.float().mean()):.2f}")
     assert same[:, 0].all()  # later tokens may part where compiled kernels round differently
     # the decode steps ran as CUDA graphs: a few recorded (one per bucket and row count), the rest replayed
@@ -79,7 +88,7 @@ def test_engines_run_in_bfloat16(engine, tmp_path, monkeypatch):
     context = b[engine].draw_context_ids(PROMPT, PLAN)
     tokens = b[engine].generate_image_tokens(context, [0, 1, 2, 3], 5.0, 1.0, 0)
     assert tokens.shape == (4, 81) and tokens.device.type == "cuda"
-    assert 0 <= int(tokens.min()) and int(tokens.max()) < b[engine].model.config.vq_config.num_embeddings
+    assert int(tokens.min()) >= 0 and int(tokens.max()) < b[engine].model.config.vq_config.num_embeddings
     assert len(b[engine].decode_images(tokens)) == 4
     greedy = b[engine].generate_image_tokens(context, [0], 5.0, 0.0, 0)
     reference = b["hf"].generate_image_tokens(context, [0], 5.0, 0.0, 0)

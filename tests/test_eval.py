@@ -47,7 +47,10 @@ def test_eval_reports_every_mode(tiny_backend):
 
 
 def test_unknown_eval_mode_is_one_line(tiny_model_dir, capsys, tmp_path):
-    assert main(["eval", "--model", str(tiny_model_dir), "--modes", "think,dream", "--json", str(tmp_path / "e.json")]) == 2
+    assert (
+        main(["eval", "--model", str(tiny_model_dir), "--modes", "think,dream", "--json", str(tmp_path / "e.json")])
+        == 2
+    )
     assert "dream" in capsys.readouterr().err
 
 

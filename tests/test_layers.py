@@ -40,8 +40,19 @@ def test_the_import_reader_sees_relative_and_lazy_imports():
 @pytest.mark.parametrize("path", sorted((LIBRARY / "engine").glob("*.py")), ids=lambda p: p.name)
 def test_the_engine_reads_tensors_only(path):
     modules = imported_modules(path)
-    for layer in ("reasoner.backends", "reasoner.commands", "reasoner.models", "reasoner.pipeline", "reasoner.eval", "reasoner.cli", "weights", "ui"):
-        assert not reaches(modules, layer), f"{path.name} imports {reaches(modules, layer)}: the engine is below {layer}"
+    for layer in (
+        "reasoner.backends",
+        "reasoner.commands",
+        "reasoner.models",
+        "reasoner.pipeline",
+        "reasoner.eval",
+        "reasoner.cli",
+        "weights",
+        "ui",
+    ):
+        assert not reaches(modules, layer), (
+            f"{path.name} imports {reaches(modules, layer)}: the engine is below {layer}"
+        )
 
 
 @pytest.mark.parametrize("path", sorted((LIBRARY / "backends").glob("*.py")), ids=lambda p: p.name)
@@ -53,7 +64,9 @@ def test_backends_do_not_reach_up(path):
 
 def test_nothing_in_the_library_imports_weights_or_the_ui():
     offenders = {
-        str(path.relative_to(ROOT)): sorted(reaches(imported_modules(path), "weights") | reaches(imported_modules(path), "ui"))
+        str(path.relative_to(ROOT)): sorted(
+            reaches(imported_modules(path), "weights") | reaches(imported_modules(path), "ui")
+        )
         for path in LIBRARY.rglob("*.py")
     }
     assert {path: found for path, found in offenders.items() if found} == {}

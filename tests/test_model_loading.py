@@ -22,7 +22,13 @@ def model_copy(tiny_model_dir, tmp_path):
 def test_loads_with_its_template_and_reports_itself(tiny_backend):
     assert tiny_backend.template == SHAPES_TEMPLATE
     info = tiny_backend.info
-    assert (info.kind, info.world, info.image_size, info.device, info.dtype) == ("janus", "shapes", 72, "cpu", "float32")
+    assert (info.kind, info.world, info.image_size, info.device, info.dtype) == (
+        "janus",
+        "shapes",
+        72,
+        "cpu",
+        "float32",
+    )
     assert 500_000 < info.parameters < 700_000
 
 
@@ -56,10 +62,16 @@ def break_vision_grid(path, placeholders):
         (lambda d: break_config(d, model_type="multi_modality", gen_vision_config={}), "python -m weights.convert"),
         (lambda d: (d / "model.safetensors").unlink(), "no *.safetensors"),
         (lambda d: (d / "tokenizer.json").unlink(), "no tokenizer.json"),
-        (lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:5000]), "weights could not be loaded"),
+        (
+            lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:5000]),
+            "weights could not be loaded",
+        ),
         (lambda d: (d / TEMPLATE_FILE).write_text('{"world": "moon"}'), "world 'moon'"),
         (lambda d: (d / TEMPLATE_FILE).write_text('{"thinking": "x"}'), "unknown keys ['thinking']"),
-        (lambda d: (d / TEMPLATE_FILE).write_text('{"reflect_reads": "clip"}'), "reflect_reads 'clip' is not one of vision, image_tokens"),
+        (
+            lambda d: (d / TEMPLATE_FILE).write_text('{"reflect_reads": "clip"}'),
+            "reflect_reads 'clip' is not one of vision, image_tokens",
+        ),
         # a reflection that reads the picture as VQ codes needs one code per image placeholder
         (lambda d: break_vision_grid(d, 64), "the VQ gives 81, the reflection context has 64"),
     ],

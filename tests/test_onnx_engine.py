@@ -97,7 +97,10 @@ def test_generate_with_the_onnx_engine(pair, tiny_model_dir, tmp_path):
     args = ["generate", "--prompt", "a red circle", "--model", str(tiny_model_dir), "--n", "2", "--seed", "4", "--out"]
     assert main(args + [str(tmp_path / "onnx"), "--engine", "onnx"]) == 0
     assert main(args + [str(tmp_path / "hf"), "--engine", "hf"]) == 0
-    rows = {e: [json.loads(line) for line in (tmp_path / e / "results.jsonl").read_text().splitlines()] for e in ("onnx", "hf")}
+    rows = {
+        e: [json.loads(line) for line in (tmp_path / e / "results.jsonl").read_text().splitlines()]
+        for e in ("onnx", "hf")
+    }
     assert [r["engine"] for r in rows["onnx"]] == ["onnx", "onnx"]
     assert [r["plan"] for r in rows["onnx"]] == [r["plan"] for r in rows["hf"]]
     for a, b in zip(rows["onnx"], rows["hf"]):

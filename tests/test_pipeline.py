@@ -85,7 +85,9 @@ def test_reflect_then_redraw_from_a_revised_plan(tiny_pipeline):
     assert tiny_pipeline.reflect(PROMPT, plan, candidates[0].image, seed=candidates[0].seed) == reflection
 
     # a person edits the reflection's plan: redraw draws from that plan, not the first one
-    edited = Reflection("the circle should be blue", Plan("blue circle @ middle-center", source="person"), source="person")
+    edited = Reflection(
+        "the circle should be blue", Plan("blue circle @ middle-center", source="person"), source="person"
+    )
     redrawn = tiny_pipeline.redraw(PROMPT, plan, edited, settings)
     direct = tiny_pipeline.draw(PROMPT, edited.revised_plan, settings)
     assert [torch.equal(a.image_tokens, b.image_tokens) for a, b in zip(redrawn, direct)] == [True, True]
@@ -95,10 +97,18 @@ def test_reflect_then_redraw_from_a_revised_plan(tiny_pipeline):
 
 
 def test_a_bare_revision_keeps_the_reasoning_of_the_plan_it_revises(tiny_pipeline):
-    planned = Plan("a square has 4 sides; needed: 4 red squares, nothing else. Plan: red square @ top-left; red circle @ top-center")
-    bare = Reflection("I see ...; needed: 4 red squares. Plan: red square @ top-left; red square @ top-center", Plan("Plan: red square @ top-left; red square @ top-center"))
+    planned = Plan(
+        "a square has 4 sides; needed: 4 red squares, nothing else. Plan: red square @ top-left; red circle @ top-"
+        "center"
+    )
+    bare = Reflection(
+        "I see ...; needed: 4 red squares. Plan: red square @ top-left; red square @ top-center",
+        Plan("Plan: red square @ top-left; red square @ top-center"),
+    )
     redraw = tiny_pipeline.plan_to_redraw(planned, bare)
-    assert redraw.text == "a square has 4 sides; needed: 4 red squares, nothing else. Plan: red square @ top-left; red square @ top-center"
+    expected = "a square has 4 sides; needed: 4 red squares, nothing else. "
+    expected += "Plan: red square @ top-left; red square @ top-center"
+    assert redraw.text == expected
     assert redraw.source == "model"
     # a revision with reasoning of its own is drawn as it is; so is one of a plan with none, and a person's
     reasoned = Reflection("wrong", Plan("needed: 2 red squares. Plan: red square @ top-left; red square @ top-center"))
@@ -152,7 +162,10 @@ def test_a_picture_read_as_image_tokens_is_seen_as_while_drawing_it(tiny_backend
         embeddings = model.get_input_embeddings()(torch.tensor([reflect]))
         embeddings[0, len(draw) : len(draw) + 81] = backend.picture_features(pixels)[0]
         reading = model.model.language_model(inputs_embeds=embeddings).last_hidden_state[0, : len(draw) + 81]
-        drawn = torch.cat([model.get_input_embeddings()(torch.tensor([draw])), model.prepare_embeddings_for_image_generation(codes)], 1)
+        drawn = torch.cat(
+            [model.get_input_embeddings()(torch.tensor([draw])), model.prepare_embeddings_for_image_generation(codes)],
+            1,
+        )
         drawing = model.model.language_model(inputs_embeds=drawn).last_hidden_state[0]
     assert torch.allclose(reading, drawing, atol=1e-5)
 
@@ -169,7 +182,9 @@ def test_direct_turn_reflects_without_a_plan(tiny_pipeline, tiny_backend):
     assert turn.plan is None and len(turn.reflections) == 1
     image = turn.candidates[0].image
     expected = tiny_backend.write_reflection(PROMPT, "", image, turn.candidates[0].seed, 0.0)
-    assert turn.reflections[0].text == expected == tiny_pipeline.reflect(PROMPT, None, image, turn.candidates[0].seed).text
+    assert (
+        turn.reflections[0].text == expected == tiny_pipeline.reflect(PROMPT, None, image, turn.candidates[0].seed).text
+    )
 
 
 def test_a_bare_plan_is_read_with_the_reasoning_it_implies(tiny_pipeline, tiny_backend):
@@ -247,9 +262,21 @@ def test_token_logprobs_score_what_the_engine_drew(tiny_backend):
     assert plan_logprobs.shape == (2, len(plan_ids)) and image_logprobs.shape == (2, 81)
     # teacher forcing reproduces the step-by-step decode: greedy tokens are the most likely ones
     with torch.no_grad():
-        embeds = torch.cat([backend.model.get_input_embeddings()(torch.tensor([draw_context])), backend.model.prepare_embeddings_for_image_generation(tokens[:1])], 1)
+        embeds = torch.cat(
+            [
+                backend.model.get_input_embeddings()(torch.tensor([draw_context])),
+                backend.model.prepare_embeddings_for_image_generation(tokens[:1]),
+            ],
+            1,
+        )
         hidden = backend.model.model.language_model(inputs_embeds=embeds).last_hidden_state
-        best = backend.model.model.generation_head(hidden[0, len(draw_context) - 1 : -1]).float().log_softmax(-1).max(-1).values
+        best = (
+            backend.model.model.generation_head(hidden[0, len(draw_context) - 1 : -1])
+            .float()
+            .log_softmax(-1)
+            .max(-1)
+            .values
+        )
     assert torch.allclose(image_logprobs[0].detach(), best, atol=1e-5)
     # the plan's log-probs are those of its tokens under the language head
     with torch.no_grad():

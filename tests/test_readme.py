@@ -29,7 +29,9 @@ def test_the_readme_python_example_runs_on_the_bundled_model():
     assert isinstance(names["plan"], Plan) and names["plan"].source == "model"
     assert names["pipe"].plan_problem(names["plan"]) is None  # the bundled model writes valid plans
     candidates = names["candidates"]
-    assert len(candidates) == 4 and all(isinstance(c, Candidate) and isinstance(c.image, Image.Image) for c in candidates)
+    assert len(candidates) == 4 and all(
+        isinstance(c, Candidate) and isinstance(c.image, Image.Image) for c in candidates
+    )
     assert isinstance(names["reflection"], Reflection)
     assert len(names["refined"]) == 1
     # Drawn at the model's own guidance scale (DrawSettings' default): the pictures are right.

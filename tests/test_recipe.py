@@ -6,11 +6,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from reasoner.shapes import parse_plan, render_plan
 from weights.recipe.data import DrawPool, make_draw_pool
 from weights.recipe.sequences import IMAGE, TEXT, draw_only, dropped_context, think_and_draw
 from weights.recipe.texts import IMAGE_IS_RIGHT, plan_text, reflection_text
 from weights.recipe.vq import encode_tokens, pixels_from_images
-from reasoner.shapes import parse_plan, render_plan
 
 
 def test_tensor_pool_rows_equal_the_layout_builders(tiny_backend):
@@ -25,7 +25,9 @@ def test_tensor_pool_rows_equal_the_layout_builders(tiny_backend):
         e = examples[row]
         if variant == pool.THINK:
             expected = draw_only(e.draw_ids, e.image_tokens)
-            expected.train = [t or (e.follows_prompt and e.think_length <= i < len(e.draw_ids)) for i, t in enumerate(expected.train)]
+            expected.train = [
+                t or (e.follows_prompt and e.think_length <= i < len(e.draw_ids)) for i, t in enumerate(expected.train)
+            ]
         elif variant == pool.DIRECT:
             expected = draw_only(e.direct_ids, e.image_tokens)
         else:
@@ -76,9 +78,35 @@ def test_a_tiny_recipe_run_writes_a_loadable_model(tmp_path):
     from weights.build import main
 
     out = tmp_path / "out"
-    args = ["shapes", "--work", str(tmp_path / "work"), "--out", str(out), "--vq-steps", "2", "--vq-batch", "4",
-            "--vq-pictures", "16", "--pool-size", "32", "--draw-steps", "2", "--lm-batch", "4", "--own-prompts", "4",
-            "--synthetic-reflections", "4", "--reflect-steps", "2", "--sample-batch", "4", "--workers", "1"]
+    args = [
+        "shapes",
+        "--work",
+        str(tmp_path / "work"),
+        "--out",
+        str(out),
+        "--vq-steps",
+        "2",
+        "--vq-batch",
+        "4",
+        "--vq-pictures",
+        "16",
+        "--pool-size",
+        "32",
+        "--draw-steps",
+        "2",
+        "--lm-batch",
+        "4",
+        "--own-prompts",
+        "4",
+        "--synthetic-reflections",
+        "4",
+        "--reflect-steps",
+        "2",
+        "--sample-batch",
+        "4",
+        "--workers",
+        "1",
+    ]
     assert main(args) == 0
     backend = JanusBackend.from_pretrained(out)
     assert backend.info.world == "shapes" and backend.model.dtype == torch.float32
@@ -97,8 +125,24 @@ def test_a_tiny_recipe_run_writes_a_loadable_model(tmp_path):
     assert "draw_steps" not in json.loads((tmp_path / "work3" / "taken.json").read_text())
     # a fifth learns reflection in an adapter: the drawing weights stay the start's, exactly
     adapter_run = [a if a != str(tmp_path / "work") else str(tmp_path / "work4") for a in args]
-    assert main(adapter_run + ["--start-from", str(out), "--draw-steps", "0", "--draw-share", "0",
-                               "--reflect-adapter-rank", "2", "--out", str(tmp_path / "out4")]) == 0
+    assert (
+        main(
+            adapter_run
+            + [
+                "--start-from",
+                str(out),
+                "--draw-steps",
+                "0",
+                "--draw-share",
+                "0",
+                "--reflect-adapter-rank",
+                "2",
+                "--out",
+                str(tmp_path / "out4"),
+            ]
+        )
+        == 0
+    )
     adapted = JanusBackend.from_pretrained(tmp_path / "out4")
     assert adapted.template.reflect_adapter == "reflection"
     assert all(torch.equal(kept[k], v) for k, v in adapted.model.state_dict().items())
@@ -106,18 +150,41 @@ def test_a_tiny_recipe_run_writes_a_loadable_model(tmp_path):
     assert any(not torch.equal(reflecting[k], v) for k, v in kept.items())
     # a sixth continues that adapter (the same rank), as a run spread over several leases does
     more_adapter = [a if a != str(tmp_path / "work") else str(tmp_path / "work5") for a in args]
-    assert main(more_adapter + ["--start-from", str(tmp_path / "out4"), "--draw-steps", "0", "--draw-share", "0",
-                                "--reflect-adapter-rank", "2", "--out", str(tmp_path / "out5")]) == 0
+    assert (
+        main(
+            more_adapter
+            + [
+                "--start-from",
+                str(tmp_path / "out4"),
+                "--draw-steps",
+                "0",
+                "--draw-share",
+                "0",
+                "--reflect-adapter-rank",
+                "2",
+                "--out",
+                str(tmp_path / "out5"),
+            ]
+        )
+        == 0
+    )
     continued = JanusBackend.from_pretrained(tmp_path / "out5").reflect_model.state_dict()
     assert any(not torch.equal(continued[k], v) for k, v in reflecting.items())
     # a seventh trains drawing only and keeps the start's reflection adapter as it was
     redraw = [a if a != str(tmp_path / "work") else str(tmp_path / "work6") for a in args]
-    assert main(redraw + ["--start-from", str(tmp_path / "out4"), "--reflect-steps", "0", "--out", str(tmp_path / "out6")]) == 0
+    assert (
+        main(redraw + ["--start-from", str(tmp_path / "out4"), "--reflect-steps", "0", "--out", str(tmp_path / "out6")])
+        == 0
+    )
     redrawn = JanusBackend.from_pretrained(tmp_path / "out6")
     assert redrawn.template.reflect_adapter == "reflection"
     assert any(not torch.equal(kept[k], v) for k, v in redrawn.model.state_dict().items())
-    kept_adapter, shipped_adapter = (load_file(d / "reflection" / "adapter_model.safetensors") for d in (tmp_path / "out4", tmp_path / "out6"))
-    assert kept_adapter.keys() == shipped_adapter.keys() and all(torch.equal(kept_adapter[k], shipped_adapter[k]) for k in kept_adapter)
+    kept_adapter, shipped_adapter = (
+        load_file(d / "reflection" / "adapter_model.safetensors") for d in (tmp_path / "out4", tmp_path / "out6")
+    )
+    assert kept_adapter.keys() == shipped_adapter.keys() and all(
+        torch.equal(kept_adapter[k], shipped_adapter[k]) for k in kept_adapter
+    )
     assert "reflect_steps" not in json.loads((tmp_path / "work6" / "taken.json").read_text())
 
 
@@ -128,7 +195,17 @@ def test_hours_share_the_time_among_stages_and_bad_values_are_refused():
 
     recipe = ShapesRecipe(hours=2, draw_seconds=100)
     assert (recipe.vq_seconds, recipe.draw_seconds, recipe.reflect_seconds) == (1080, 100, 2160)
-    for bad in ({"hours": -1}, {"unrelated_share": 1.0}, {"draw_share": -0.1}, {"reflect_vision_lr_scale": 0.0}, {"draw_steps": 0}, {"reflect_steps": 0}, {"reflect_adapter_rank": 4, "start_from": "x", "draw_steps": 0}, {"lm_batch": 0}, {"device": "tpu"}):
+    for bad in (
+        {"hours": -1},
+        {"unrelated_share": 1.0},
+        {"draw_share": -0.1},
+        {"reflect_vision_lr_scale": 0.0},
+        {"draw_steps": 0},
+        {"reflect_steps": 0},
+        {"reflect_adapter_rank": 4, "start_from": "x", "draw_steps": 0},
+        {"lm_batch": 0},
+        {"device": "tpu"},
+    ):
         with pytest.raises(ValueError):
             ShapesRecipe(**bad)
 
@@ -137,7 +214,9 @@ def test_unrelated_prompt_plans_state_the_plans_own_needs(tiny_backend):
     """In the pool, a plan under an unrelated prompt reads as the pipeline gives a person's plan."""
     from reasoner.shapes import plan_with_reasoning
 
-    examples = make_draw_pool(tiny_backend, tiny_backend.model.model.vqmodel, count=40, seed=1, device="cpu", workers=1, unrelated_share=0.5)
+    examples = make_draw_pool(
+        tiny_backend, tiny_backend.model.model.vqmodel, count=40, seed=1, device="cpu", workers=1, unrelated_share=0.5
+    )
     unrelated = [e for e in examples if not e.follows_prompt]
     assert unrelated and len(unrelated) < len(examples)
     for e in unrelated:
@@ -157,7 +236,9 @@ def test_the_reflection_stage_mixes_drawing_and_trains_the_path_that_reads_pictu
 
     model = copy.deepcopy(tiny_backend.model)
     template = dataclasses.replace(tiny_backend.template, reflect_reads=reads)
-    backend = JanusBackend(model, tiny_backend.tokenizer, tiny_backend.image_processor, template, name="tiny", engine="hf")
+    backend = JanusBackend(
+        model, tiny_backend.tokenizer, tiny_backend.image_processor, template, name="tiny", engine="hf"
+    )
     vq = model.model.vqmodel
     pool = DrawPool(make_draw_pool(backend, vq, count=8, seed=0, device="cpu", workers=1), backend, "cpu")
     reflections = synthetic_reflections(backend, vq, count=6, seed=0, device="cpu")
@@ -176,7 +257,18 @@ def test_the_reflection_stage_mixes_drawing_and_trains_the_path_that_reads_pictu
     # the vision tower's own learning rate: at scale 0 it stays as it was while the language model moves
     vision_before = [p.detach().clone() for p in model.model.vision_model.parameters()]
     layer_before = model.model.language_model.layers[0].mlp.up_proj.weight.detach().clone()
-    train_lm(model, next_batch, steps=2, lr=1e-3, pad_id=backend.pad_id, device="cpu", desc="reflect", warmup=1, vision_lr_scale=0.0, reads=reads)
+    train_lm(
+        model,
+        next_batch,
+        steps=2,
+        lr=1e-3,
+        pad_id=backend.pad_id,
+        device="cpu",
+        desc="reflect",
+        warmup=1,
+        vision_lr_scale=0.0,
+        reads=reads,
+    )
     assert all(torch.equal(a, b) for a, b in zip(vision_before, model.model.vision_model.parameters()))
     assert not torch.equal(layer_before, model.model.language_model.layers[0].mlp.up_proj.weight)
 
@@ -209,7 +301,9 @@ def test_synthetic_wrong_plans_are_drawn_as_planned_and_revised_to_the_prompt():
     for row in slipped:
         revised = parse_plan(extract_plan_text(row.reflection))
         assert score_scene(revised, row.prompt).passed
-    assert sum(parse_plan(extract_plan_text(r.reflection)) != planned(r) for r in slipped) >= len(slipped) - 2  # placement prompts allow one layout
+    assert (
+        sum(parse_plan(extract_plan_text(r.reflection)) != planned(r) for r in slipped) >= len(slipped) - 2
+    )  # placement prompts allow one layout
 
 
 def test_another_layout_differs_where_the_prompt_allows_it():
@@ -219,7 +313,12 @@ def test_another_layout_differs_where_the_prompt_allows_it():
     from weights.recipe.reflections import another_layout
 
     rng = random.Random(0)
-    for prompt in ("a red circle", "three squares", "a blue circle left of a red square", "a circle the color of the sky"):
+    for prompt in (
+        "a red circle",
+        "three squares",
+        "a blue circle left of a red square",
+        "a circle the color of the sky",
+    ):
         drawn = sample_scene_for(prompt, rng)
         other = another_layout(prompt, drawn, rng)
         assert other != drawn and score_scene(other, prompt).passed

@@ -35,7 +35,23 @@ def test_think_draw_reflect_redraw(taught_model_dir):
 
 
 def test_cli_reflect_writes_first_and_refined_images(taught_model_dir, tmp_path):
-    assert main(["generate", "--prompt", PROMPT, "--model", str(taught_model_dir), "--n", "2", "--reflect", "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--prompt",
+                PROMPT,
+                "--model",
+                str(taught_model_dir),
+                "--n",
+                "2",
+                "--reflect",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 2
     for row in rows:
@@ -77,7 +93,23 @@ def test_reflection_rounds_out_of_range_are_refused(taught_model_dir, tmp_path, 
     pipeline = ReasonerPipeline(JanusBackend.from_pretrained(taught_model_dir))
     with pytest.raises(InvalidSettingError, match="reflect_rounds=5"):
         pipeline(PROMPT, DrawSettings(n=1), reflect=True, reflect_rounds=5)
-    assert main(["generate", "--prompt", PROMPT, "--model", str(taught_model_dir), "--reflect", "--reflect-rounds", "0", "--out", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "generate",
+                "--prompt",
+                PROMPT,
+                "--model",
+                str(taught_model_dir),
+                "--reflect",
+                "--reflect-rounds",
+                "0",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "reflect_rounds=0" in capsys.readouterr().err
 
 
@@ -92,7 +124,9 @@ def test_eval_reflection_rounds_are_the_pipelines(taught_model_dir):
     prompts, seeds = [PROMPT] * 3, [0, 1, 2]
     plans = [pipeline.model_text(Plan(text)) for text in write_plans(pipeline.backend, prompts, seeds, 0.0)]
     pictures = draw_pictures(pipeline.backend, prompts, plans, seeds, 2.0, 1.0)
-    final, reflections, revised, redraws = reflect_and_redraw(pipeline, prompts, plans, pictures, seeds, EvalSettings(cfg_scale=2.0, reflect_rounds=2, batch_size=1))
+    final, reflections, revised, redraws = reflect_and_redraw(
+        pipeline, prompts, plans, pictures, seeds, EvalSettings(cfg_scale=2.0, reflect_rounds=2, batch_size=1)
+    )
     assert reflections == [REFLECTION] * 3 and all(plan.body == "blue circle @ middle-center" for plan in revised)
     for seed, picture, count in zip(seeds, final, redraws):
         turn = pipeline(PROMPT, DrawSettings(n=1, seed=seed, cfg_scale=2.0), reflect=True, reflect_rounds=2)

@@ -31,7 +31,13 @@ def model_dirs(tmp_path_factory):
             parameter.data.normal_(0, 0.3)
     with_adapter = tmp_path_factory.mktemp("with-adapter")
     save_reflection_adapter(adapted, with_adapter / "reflection")
-    save_model_dir(with_adapter, adapted.unload(), tokenizer, image_processor, dataclasses.replace(template, reflect_adapter="reflection"))
+    save_model_dir(
+        with_adapter,
+        adapted.unload(),
+        tokenizer,
+        image_processor,
+        dataclasses.replace(template, reflect_adapter="reflection"),
+    )
     return plain, with_adapter
 
 
@@ -60,9 +66,16 @@ def test_only_reflection_runs_with_the_adapter(model_dirs):
 def test_the_reflecting_model_shares_every_weight_the_adapter_does_not_change(model_dirs):
     backend = JanusBackend.from_pretrained(model_dirs[1], name="tiny", engine="hf")
     drawing = {id(t) for t in [*backend.model.parameters(), *backend.model.buffers()]}
-    own = {name for name, t in [*backend.reflect_model.named_parameters(), *backend.reflect_model.named_buffers()] if id(t) not in drawing}
+    own = {
+        name
+        for name, t in [*backend.reflect_model.named_parameters(), *backend.reflect_model.named_buffers()]
+        if id(t) not in drawing
+    }
     assert own and all(".language_model.layers." in name and name.endswith("_proj.weight") for name in own)
-    assert backend.reflect_model.model.vqmodel.quantize.embedding.weight is backend.model.model.vqmodel.quantize.embedding.weight
+    assert (
+        backend.reflect_model.model.vqmodel.quantize.embedding.weight
+        is backend.model.model.vqmodel.quantize.embedding.weight
+    )
 
 
 @pytest.mark.parametrize("engine", ["fast", pytest.param("onnx", marks=pytest.mark.slow)])
@@ -91,7 +104,10 @@ def set_adapter_name(directory, name):
     "damage, message",
     [
         (lambda d: shutil.rmtree(d / "reflection"), "needs adapter_config.json"),
-        (lambda d: (d / "reflection" / "adapter_model.safetensors").write_bytes(b"not safetensors"), "could not be loaded"),
+        (
+            lambda d: (d / "reflection" / "adapter_model.safetensors").write_bytes(b"not safetensors"),
+            "could not be loaded",
+        ),
         (lambda d: set_adapter_name(d, "../elsewhere"), "must name a subdirectory"),
     ],
     ids=["missing", "corrupt", "outside"],

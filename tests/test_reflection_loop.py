@@ -15,7 +15,10 @@ def test_each_chain_ends_at_a_right_picture_or_after_the_rounds():
 
     def look(rows, plans, pictures, round_number):
         looked.extend((i, round_number, pictures[i]) for i in rows)
-        return [Reflection("right", None) if redrawn[i] >= wrong_until[i] else Reflection("wrong. Plan: x", Plan("Plan: x")) for i in rows]
+        return [
+            Reflection("right", None) if redrawn[i] >= wrong_until[i] else Reflection("wrong. Plan: x", Plan("Plan: x"))
+            for i in rows
+        ]
 
     def redraw(rows, reflections, plans, round_number):
         assert all(r.needs_revision for r in reflections)
@@ -37,4 +40,6 @@ def test_the_drop_rule_is_one_rule_on_lists_and_tensors():
     special = SpecialTokens(bos=1, boi=4, pad=0)
     contexts = [[1, 7, 8, 9, 4], [1, 4, 5, 6, 4]]
     assert unconditional_ids(contexts[0], special) == [1, 0, 0, 0, 4]
-    assert unconditional_tensor(torch.tensor(contexts), special).tolist() == [unconditional_ids(c, special) for c in contexts]
+    assert unconditional_tensor(torch.tensor(contexts), special).tolist() == [
+        unconditional_ids(c, special) for c in contexts
+    ]

@@ -56,15 +56,30 @@ def test_open_sets_wal_and_schema(store):
 def test_the_loop_keeps_model_text_and_person_edits(store, tiny_pipeline):
     thought = store.think(ACTOR, PROMPT, MODEL_PLAN)
     # the person edits the plan before drawing: a new row, pointing at the model's
-    drawn = store.draw(ACTOR, DrawRequest(PROMPT, "blue circle @ middle-center", settings(), pictures(tiny_pipeline, 3), turn_id=thought.turn_id))
+    drawn = store.draw(
+        ACTOR,
+        DrawRequest(
+            PROMPT, "blue circle @ middle-center", settings(), pictures(tiny_pipeline, 3), turn_id=thought.turn_id
+        ),
+    )
     assert drawn.turn_id == thought.turn_id and len(drawn.candidates) == 3
     store.prefer(ACTOR, drawn.draw_id, "pick", [1])
-    reflected = store.reflect(ACTOR, drawn.draw_id, 1, "wrong cell. Plan: blue circle @ bottom-right", "Plan: blue circle @ bottom-right")
+    reflected = store.reflect(
+        ACTOR, drawn.draw_id, 1, "wrong cell. Plan: blue circle @ bottom-right", "Plan: blue circle @ bottom-right"
+    )
     # the person edits both the reflection and the revised plan before redrawing
-    redrawn = store.draw(ACTOR, DrawRequest(
-        PROMPT, "blue circle @ bottom-left", settings(2), pictures(tiny_pipeline, 2, seed=9), turn_id=thought.turn_id,
-        reflection_id=reflected.reflection_id, reflection_text="the circle belongs bottom left",
-    ))
+    redrawn = store.draw(
+        ACTOR,
+        DrawRequest(
+            PROMPT,
+            "blue circle @ bottom-left",
+            settings(2),
+            pictures(tiny_pipeline, 2, seed=9),
+            turn_id=thought.turn_id,
+            reflection_id=reflected.reflection_id,
+            reflection_text="the circle belongs bottom left",
+        ),
+    )
     with store.read_connection() as conn:
         plans = conn.execute("SELECT id, text, source, edited_from, reflection_id FROM plans ORDER BY id").fetchall()
         reflections = conn.execute("SELECT id, text, source, edited_from FROM reflections ORDER BY id").fetchall()
@@ -74,20 +89,29 @@ def test_the_loop_keeps_model_text_and_person_edits(store, tiny_pipeline):
     assert person_plan[1:4] == ("blue circle @ middle-center", "person", model_plan[0])
     assert model_revised[1:] == ("Plan: blue circle @ bottom-right", "model", None, reflected.reflection_id)
     assert person_revised[1:] == ("blue circle @ bottom-left", "person", model_revised[0], reflected.reflection_id)
-    assert reflections[0][2] == "model" and reflections[1][1:] == ("the circle belongs bottom left", "person", reflections[0][0])
+    assert reflections[0][2] == "model" and reflections[1][1:] == (
+        "the circle belongs bottom left",
+        "person",
+        reflections[0][0],
+    )
     assert draws == [(person_plan[0], None), (person_revised[0], reflections[1][0])]
     assert redrawn.reflection_id == reflections[1][0]
 
 
 def test_same_text_reuses_the_plan_and_a_new_prompt_starts_a_new_turn(store, tiny_pipeline):
     thought = store.think(ACTOR, PROMPT, MODEL_PLAN)
-    same = store.draw(ACTOR, DrawRequest(PROMPT, MODEL_PLAN, settings(1), pictures(tiny_pipeline, 1), turn_id=thought.turn_id))
+    same = store.draw(
+        ACTOR, DrawRequest(PROMPT, MODEL_PLAN, settings(1), pictures(tiny_pipeline, 1), turn_id=thought.turn_id)
+    )
     assert same.plan_id == thought.plan_id and store.plan_source(thought.turn_id, MODEL_PLAN, PROMPT) == "model"
     # the model's text is the model's only in its own turn, for its own prompt, and for its owner
     assert store.plan_source(thought.turn_id, MODEL_PLAN, "two yellow triangles") == "person"
     assert store.plan_source(thought.turn_id, MODEL_PLAN, PROMPT, owner="someone-else") == "person"
     assert store.plan_source(thought.turn_id, MODEL_PLAN + " ", PROMPT) == "person"
-    other = store.draw(ACTOR, DrawRequest("two yellow triangles", None, settings(1), pictures(tiny_pipeline, 1), turn_id=thought.turn_id))
+    other = store.draw(
+        ACTOR,
+        DrawRequest("two yellow triangles", None, settings(1), pictures(tiny_pipeline, 1), turn_id=thought.turn_id),
+    )
     assert other.turn_id != thought.turn_id and other.plan_id is None
 
 
@@ -152,7 +176,9 @@ def test_concurrent_writers_lose_nothing(store, tiny_pipeline):
 
 def test_history_and_reopen(store, tiny_pipeline):
     thought = store.think(ACTOR, PROMPT, MODEL_PLAN)
-    drawn = store.draw(ACTOR, DrawRequest(PROMPT, MODEL_PLAN, settings(2), pictures(tiny_pipeline, 2), turn_id=thought.turn_id))
+    drawn = store.draw(
+        ACTOR, DrawRequest(PROMPT, MODEL_PLAN, settings(2), pictures(tiny_pipeline, 2), turn_id=thought.turn_id)
+    )
     store.prefer(ACTOR, drawn.draw_id, "rank", [1, 0])
     store.reflect(ACTOR, drawn.draw_id, 0, "fine as it is", None)
     [summary] = store.recent_turns()
@@ -168,7 +194,12 @@ def test_history_and_reopen(store, tiny_pipeline):
 def test_export_loads_with_datasets(store, tiny_pipeline, tmp_path):
     datasets = pytest.importorskip("datasets")
     thought = store.think(ACTOR, PROMPT, MODEL_PLAN)
-    drawn = store.draw(ACTOR, DrawRequest(PROMPT, "blue circle @ middle-center", settings(3), pictures(tiny_pipeline, 3), turn_id=thought.turn_id))
+    drawn = store.draw(
+        ACTOR,
+        DrawRequest(
+            PROMPT, "blue circle @ middle-center", settings(3), pictures(tiny_pipeline, 3), turn_id=thought.turn_id
+        ),
+    )
     store.prefer(ACTOR, drawn.draw_id, "pick", [2])
     store.prefer(Actor("alice", "tiny", "hf"), drawn.draw_id, "rank", [0, 1])
     bad = store.draw(ACTOR, DrawRequest(PROMPT, None, settings(2), pictures(tiny_pipeline, 2, seed=5)))
@@ -179,7 +210,11 @@ def test_export_loads_with_datasets(store, tiny_pipeline, tmp_path):
     pairs = datasets.load_dataset("imagefolder", data_dir=str(tmp_path / "export" / "pairs"), split="train")
     assert {"chosen", "rejected", "caption", "plan", "model_plan", "user_id"} <= set(pairs.column_names)
     first = pairs[0]
-    assert first["caption"] == PROMPT and first["plan"] == "blue circle @ middle-center" and first["model_plan"] == MODEL_PLAN
+    assert (
+        first["caption"] == PROMPT
+        and first["plan"] == "blue circle @ middle-center"
+        and first["model_plan"] == MODEL_PLAN
+    )
     assert first["chosen"].size == (72, 72) and (first["chosen_index"], first["rejected_index"]) == (3, 1)
     assert sorted(pairs["user_id"]) == ["alice"] * 3 + ["anon-test"] * 2  # rank [1, 2] of 3: 3 pairs; pick: 2
     all_bad = datasets.load_dataset("imagefolder", data_dir=str(tmp_path / "export" / "all_bad"), split="train")
@@ -227,7 +262,17 @@ def test_a_failed_action_rolls_back_completely(store, tiny_pipeline):
     thought = store.think(ACTOR, PROMPT, MODEL_PLAN)
     before = store.counts()
     with pytest.raises(PreferenceError, match="reflection 42 does not exist"):
-        store.draw(ACTOR, DrawRequest(PROMPT, "red square @ top-left", settings(1), pictures(tiny_pipeline, 1), turn_id=thought.turn_id, reflection_id=42))
+        store.draw(
+            ACTOR,
+            DrawRequest(
+                PROMPT,
+                "red square @ top-left",
+                settings(1),
+                pictures(tiny_pipeline, 1),
+                turn_id=thought.turn_id,
+                reflection_id=42,
+            ),
+        )
     after = store.counts()
     assert {k: v for k, v in after.items() if k != "images"} == {k: v for k, v in before.items() if k != "images"}
     assert after["images"] == before["images"]  # no row; the picture file may stay, unreferenced

@@ -78,7 +78,9 @@ def check_database(store: Store, preferences: dict[int, int], draws: dict[int, s
         stored = dict(conn.execute("SELECT id, ranking FROM preferences").fetchall())
         for preference_id, best in preferences.items():
             assert stored.get(preference_id) == f"[{best}]", f"acknowledged preference {preference_id} is missing"
-        rows = dict(conn.execute("SELECT d.id, c.image_hash FROM draws d JOIN candidates c ON c.draw_id = d.id").fetchall())
+        rows = dict(
+            conn.execute("SELECT d.id, c.image_hash FROM draws d JOIN candidates c ON c.draw_id = d.id").fetchall()
+        )
         for draw_id, image_hash in draws.items():
             assert rows.get(draw_id) == image_hash, f"acknowledged draw {draw_id} is missing"
         for (path,) in conn.execute("SELECT path FROM images"):  # no row names half a picture
@@ -91,7 +93,10 @@ def check_database(store: Store, preferences: dict[int, int], draws: dict[int, s
 @pytest.mark.slow  # 200 writer processes killed: about 20 s here
 def test_sigkill_during_writes_loses_no_acknowledged_row(tmp_path):
     store = Store.open(tmp_path / "data")
-    first = store.draw(ACTOR, DrawRequest(PROMPT, None, {"n": 2}, [NewCandidate(0, picture(10**6)), NewCandidate(1, picture(10**6 + 1))]))
+    first = store.draw(
+        ACTOR,
+        DrawRequest(PROMPT, None, {"n": 2}, [NewCandidate(0, picture(10**6)), NewCandidate(1, picture(10**6 + 1))]),
+    )
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["reasoner.store", __name__])
     rng = random.Random(0)

@@ -56,14 +56,21 @@ def in_namespace(script: str) -> subprocess.CompletedProcess:
     if shutil.which("unshare") is None:
         pytest.skip("unshare is not installed, so no private mount can be made")
     return subprocess.run(
-        ["unshare", "-m", "sh", "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+        ["unshare", "-m", "sh", "-c", script],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
         env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "PYTHONPATH": str(REPO)},
     )
 
 
 def run_writer(script: str) -> dict:
     done = in_namespace(script)
-    if done.returncode != 0 and ("Operation not permitted" in done.stderr or "permission denied" in done.stderr.lower()):
+    if done.returncode != 0 and (
+        "Operation not permitted" in done.stderr or "permission denied" in done.stderr.lower()
+    ):
         pytest.skip(f"no private mounts here ({done.stderr.strip().splitlines()[0]})")
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -72,10 +79,12 @@ def run_writer(script: str) -> dict:
 def test_a_full_disk_is_a_clear_error_and_keeps_what_was_stored(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
-    result = run_writer(
-        f"mount -t tmpfs -o size=384k tmpfs {data} && exec {sys.executable} -c '{WRITER}' {data} fill"
+    result = run_writer(f"mount -t tmpfs -o size=384k tmpfs {data} && exec {sys.executable} -c '{WRITER}' {data} fill")
+    assert (
+        result["error"] is not None
+        and "is full" in result["error"]
+        and "nothing of this action was saved" in result["error"]
     )
-    assert result["error"] is not None and "is full" in result["error"] and "nothing of this action was saved" in result["error"]
     assert len(result["acked"]) >= 1  # it stored some before the disk filled
     assert result["integrity"] == "ok"
     assert set(result["acked"]) <= set(result["draws"])
@@ -88,11 +97,15 @@ def test_a_read_only_data_dir_is_a_clear_error_and_keeps_what_was_stored(tmp_pat
 
     data = tmp_path / "data"
     store = Store.open(data)
-    before = store.draw(Actor("before", "tiny", "hf"), DrawRequest("a red circle", None, {"n": 1}, [
-        NewCandidate(0, png_bytes(Image.new("RGB", (8, 8)), {"seed": 0}))
-    ]))
+    before = store.draw(
+        Actor("before", "tiny", "hf"),
+        DrawRequest(
+            "a red circle", None, {"n": 1}, [NewCandidate(0, png_bytes(Image.new("RGB", (8, 8)), {"seed": 0}))]
+        ),
+    )
     result = run_writer(
-        f"mount --bind {data} {data} && mount -o remount,bind,ro {data} && exec {sys.executable} -c '{WRITER}' {data} ro"
+        f"mount --bind {data} {data} && mount -o remount,bind,ro {data} && "
+        f"exec {sys.executable} -c '{WRITER}' {data} ro"
     )
     assert result["error"] is not None and "read-only" in result["error"], result["error"]
     assert result["acked"] == [] and result["integrity"] == "ok" and result["draws"] == [before.draw_id]

@@ -21,7 +21,15 @@ from ui.page_errors import on_page
 
 ENGINE = "hf"
 FIRST_EXAMPLE = "a red circle left of a blue square"
-SETTINGS = {"n": 1, "seed": 0, "random_seed": False, "cfg_scale": 5, "temperature": 1, "plan_temperature": 0, "engine": ENGINE}
+SETTINGS = {
+    "n": 1,
+    "seed": 0,
+    "random_seed": False,
+    "cfg_scale": 5,
+    "temperature": 1,
+    "plan_temperature": 0,
+    "engine": ENGINE,
+}
 
 
 def make_studio(source: str, data_dir, models: Models | None = None) -> Studio:
@@ -30,7 +38,9 @@ def make_studio(source: str, data_dir, models: Models | None = None) -> Studio:
 
 
 def test_the_checker_names_what_a_valid_plan_misses():
-    assert "asks for 3" in plan_misses_prompt("two red squares above a blue triangle", "red square @ top-left; blue triangle @ bottom-left")
+    assert "asks for 3" in plan_misses_prompt(
+        "two red squares above a blue triangle", "red square @ top-left; blue triangle @ bottom-left"
+    )
     assert "not left of" in plan_misses_prompt(FIRST_EXAMPLE, "blue square @ middle-left; red circle @ middle-right")
     assert plan_misses_prompt(FIRST_EXAMPLE, "x. Plan: red circle @ middle-left; blue square @ middle-right") is None
     assert plan_misses_prompt("a dragon", "red circle @ top-left") is None  # a prompt the checker cannot judge

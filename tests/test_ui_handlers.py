@@ -19,7 +19,15 @@ from ui.handlers import Studio
 from ui.models import FALLBACK_NOTICE, ModelChoice, Models, choose_model
 
 ENGINE = "hf"
-SETTINGS = {"n": 2, "seed": 3, "random_seed": False, "cfg_scale": 5, "temperature": 1, "plan_temperature": 0, "engine": ENGINE}
+SETTINGS = {
+    "n": 2,
+    "seed": 3,
+    "random_seed": False,
+    "cfg_scale": 5,
+    "temperature": 1,
+    "plan_temperature": 0,
+    "engine": ENGINE,
+}
 
 
 def make_studio(model_dir: Path, data_dir: Path, auth=()) -> Studio:
@@ -61,14 +69,20 @@ def test_think_draw_prefer_reflect_redraw_on_the_taught_model(taught):
     assert "best is #2" in taught.prefer(draw_id, "best", 2, "", request=None)
     reflection, revised, reflection_id, note = taught.reflect(draw_id, 2, 0, ENGINE, request=None)
     # the revision is shown as it will be drawn: under the reasoning of the plan it revises
-    assert reflection == REFLECTION and revised == "the sky is blue. Plan: blue circle @ middle-center" and "revised" in note
+    assert (
+        reflection == REFLECTION
+        and revised == "the sky is blue. Plan: blue circle @ middle-center"
+        and "revised" in note
+    )
 
     edited = "blue circle @ bottom-right"
     _, (gallery, redraw_id, turn, *_) = last(taught.redraw(reflection_id, reflection, edited, **SETTINGS, request=None))
     assert turn == turn_id and redraw_id != draw_id and len(gallery) == 2
     assert read_recipe(gallery[0][0])["reflection"] == REFLECTION and read_recipe(gallery[0][0])["plan"] == edited
     with taught.store.read_connection() as conn:
-        assert conn.execute("SELECT source, edited_from IS NOT NULL FROM plans WHERE text = ?", (edited,)).fetchone() == ("person", 1)
+        assert conn.execute(
+            "SELECT source, edited_from IS NOT NULL FROM plans WHERE text = ?", (edited,)
+        ).fetchone() == ("person", 1)
         assert conn.execute("SELECT kind, ranking FROM preferences").fetchall() == [("pick", "[1]")]
 
 
@@ -185,7 +199,11 @@ def test_with_auth_people_see_only_their_own_turns(tiny_model_dir, tmp_path):
 
 def test_open_recipe_of_a_studio_png_and_refuse_other_files(studio, tmp_path):
     png = tmp_path / "made.png"
-    png.write_bytes(png_bytes(Image.new("RGB", (72, 72)), {"prompt": PROMPT, "plan": PLAN, "seed": 12, "cfg_scale": 3.0, "model": "tiny"}))
+    png.write_bytes(
+        png_bytes(
+            Image.new("RGB", (72, 72)), {"prompt": PROMPT, "plan": PLAN, "seed": 12, "cfg_scale": 3.0, "model": "tiny"}
+        )
+    )
     prompt, plan, seed, cfg, *_rest, status = studio.open_recipe(str(png))
     assert (prompt, plan, seed, cfg) == (PROMPT, PLAN, 12, 3.0) and "tiny" in status
     plain, junk = tmp_path / "plain.png", tmp_path / "junk.png"
@@ -267,5 +285,7 @@ def test_a_direct_draw_can_be_reflected_on_and_redrawn(studio):
     _, (_, draw_id, turn_id, *_) = draw(studio, "")
     reflection, revised, reflection_id, _ = studio.reflect(draw_id, 1, 0, ENGINE, request=None)
     assert reflection and reflection_id is not None
-    _, (gallery, redraw_id, turn, *_) = last(studio.redraw(reflection_id, reflection, revised, **SETTINGS, request=None))
+    _, (gallery, redraw_id, turn, *_) = last(
+        studio.redraw(reflection_id, reflection, revised, **SETTINGS, request=None)
+    )
     assert turn == turn_id and redraw_id != draw_id and len(gallery) == 2

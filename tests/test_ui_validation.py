@@ -45,7 +45,9 @@ def one_line_error(call, match: str) -> str:
 
 def test_a_36000_character_plan_is_refused_at_once_everywhere(studio, tiny_pipeline):
     assert len(LONG_PLAN) > 36_000
-    message = one_line_error(lambda: draw(studio, LONG_PLAN), f"the plan is {len(LONG_PLAN)} characters long; the limit is {MAX_PLAN_CHARS}")
+    message = one_line_error(
+        lambda: draw(studio, LONG_PLAN), f"the plan is {len(LONG_PLAN)} characters long; the limit is {MAX_PLAN_CHARS}"
+    )
     assert message.startswith("the plan")
     with pytest.raises(PlanError, match="the limit is"):
         tiny_pipeline.draw(PROMPT, LONG_PLAN, DrawSettings(n=1))
@@ -54,7 +56,9 @@ def test_a_36000_character_plan_is_refused_at_once_everywhere(studio, tiny_pipel
     assert "the limit is" in studio.check_plan(LONG_PLAN)
     _, (_, draw_id, *_) = draw(studio, PLAN, n=1)
     _, _, reflection_id, _ = studio.reflect(draw_id, 1, 0, ENGINE, request=None)
-    one_line_error(lambda: last(studio.redraw(reflection_id, "too small", LONG_PLAN, **SETTINGS, request=None)), "the limit is")
+    one_line_error(
+        lambda: last(studio.redraw(reflection_id, "too small", LONG_PLAN, **SETTINGS, request=None)), "the limit is"
+    )
     assert studio.store.counts()["draws"] == 1
 
 
@@ -64,7 +68,11 @@ def test_the_page_limits_the_plan_and_reflection_boxes(studio):
 
     demo = build_page(studio, None, "")
     limits = {block.elem_id: block.max_length for block in demo.blocks.values() if isinstance(block, gr.Textbox)}
-    assert (limits["plan"], limits["revised"], limits["reflection"]) == (MAX_PLAN_CHARS, MAX_PLAN_CHARS, MAX_REFLECTION_CHARS)
+    assert (limits["plan"], limits["revised"], limits["reflection"]) == (
+        MAX_PLAN_CHARS,
+        MAX_PLAN_CHARS,
+        MAX_REFLECTION_CHARS,
+    )
 
 
 # -- 4. arguments as sent -----------------------------------------------------------------------------
@@ -96,20 +104,28 @@ def test_the_page_limits_the_plan_and_reflection_boxes(studio):
 )
 def test_a_wrong_argument_is_one_line_naming_it(studio, overrides, message):
     studio.think(PROMPT, 0, False, 0, ENGINE, request=None)  # turn 1 exists: "1" must not become it
-    prompt, plan, turn_id = (overrides.pop(key, default) for key, default in (("prompt", PROMPT), ("plan", PLAN), ("turn_id", None)))
+    prompt, plan, turn_id = (
+        overrides.pop(key, default) for key, default in (("prompt", PROMPT), ("plan", PLAN), ("turn_id", None))
+    )
     one_line_error(lambda: draw(studio, plan, turn_id, prompt=prompt, **overrides), message)
     assert studio.store.counts()["draws"] == 0
 
 
 def test_ids_and_numbers_of_the_other_steps(studio):
     _, (_, draw_id, *_) = draw(studio, PLAN, n=2)
-    one_line_error(lambda: studio.prefer(2**70, "best", 1, "", request=None), "draw a number of about 21 digits does not exist")
+    one_line_error(
+        lambda: studio.prefer(2**70, "best", 1, "", request=None), "draw a number of about 21 digits does not exist"
+    )
     one_line_error(lambda: studio.prefer(float(draw_id) + 0.5, "best", 1, "", request=None), "not a whole number")
     one_line_error(lambda: studio.prefer(draw_id, "best", "1", "", request=None), "best candidate='1' is not a number")
     one_line_error(lambda: studio.prefer(draw_id, 3, 1, "", request=None), "verdict must be text")
-    one_line_error(lambda: studio.prefer(draw_id, "ranking", 1, "1, 99999999999999999999", request=None), "is not a number")
+    one_line_error(
+        lambda: studio.prefer(draw_id, "ranking", 1, "1, 99999999999999999999", request=None), "is not a number"
+    )
     one_line_error(lambda: studio.reflect(draw_id, 1.5, 0, ENGINE, request=None), "candidate=1.5 is not a whole number")
-    one_line_error(lambda: studio.reflect(draw_id, 1, "cold", ENGINE, request=None), "plan temperature='cold' is not a number")
+    one_line_error(
+        lambda: studio.reflect(draw_id, 1, "cold", ENGINE, request=None), "plan temperature='cold' is not a number"
+    )
     one_line_error(lambda: studio.think(PROMPT, 0, False, 0, 7, request=None), "engine 7 is not one of")
     one_line_error(lambda: last(studio.redraw(-3, "x", PLAN, **SETTINGS, request=None)), "reflection -3 does not exist")
     one_line_error(lambda: studio.reopen("1", request=None), "turn id='1' is not a number")
@@ -118,6 +134,7 @@ def test_ids_and_numbers_of_the_other_steps(studio):
 
 def png_with_header(path, width: int, height: int) -> None:
     """A PNG whose header claims `width` x `height` (and holds no pixels at all)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -178,7 +195,9 @@ def test_with_auth_another_persons_ids_read_as_missing(tiny_model_dir, tmp_path)
 
     same_as_missing(lambda i: studio.prefer(i, "best", 1, "", request=bob), draw_id, "draw")
     same_as_missing(lambda i: studio.reflect(i, 1, 0, ENGINE, request=bob), draw_id, "draw")
-    same_as_missing(lambda i: last(studio.redraw(i, "text", PLAN, **SETTINGS, request=bob)), reflection_id, "reflection")
+    same_as_missing(
+        lambda i: last(studio.redraw(i, "text", PLAN, **SETTINGS, request=bob)), reflection_id, "reflection"
+    )
     same_as_missing(lambda i: last(studio.draw(PROMPT, PLAN, i, **SETTINGS, request=bob)), turn_id, "turn")
     same_as_missing(lambda i: studio.reopen(i, request=bob), turn_id, "turn")
     assert studio.store.counts() == before

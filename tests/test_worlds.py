@@ -11,7 +11,7 @@ from reasoner.pipeline import ReasonerPipeline
 from reasoner.records import Plan
 from reasoner.shapes import render_plan
 from reasoner.shapes.plan import split_plan_text as shapes_split_plan_text
-from reasoner.worlds import OpenWorld, WORLD_NAMES, split_plan_text, world_named
+from reasoner.worlds import WORLD_NAMES, OpenWorld, split_plan_text, world_named
 
 BARE = "red circle @ top-left; blue square @ middle-center"
 
@@ -65,7 +65,9 @@ def test_an_open_world_model_draws_any_plan_a_person_writes(tiny_backend):
 
 def test_a_shapes_model_checks_plans_through_its_world(tiny_pipeline):
     assert tiny_pipeline.world.name == "shapes"
-    assert tiny_pipeline.plan_problem("blue squre @ top-left") == world_named("shapes").check_plan("blue squre @ top-left")
+    assert tiny_pipeline.plan_problem("blue squre @ top-left") == world_named("shapes").check_plan(
+        "blue squre @ top-left"
+    )
 
 
 def test_every_world_a_model_directory_may_name_has_an_object():
@@ -74,7 +76,9 @@ def test_every_world_a_model_directory_may_name_has_an_object():
         world_named("painting")
 
 
-@pytest.mark.parametrize("text", ["", "  red circle @ top-left ", "I think. Plan: a", "plan: x Plan : y", "planet: z", "PLAN:"])
+@pytest.mark.parametrize(
+    "text", ["", "  red circle @ top-left ", "I think. Plan: a", "plan: x Plan : y", "planet: z", "PLAN:"]
+)
 def test_the_plan_marker_rule_is_the_same_for_every_world(text):
     """shapes/plan.py keeps its own copy of the rule; the two must not drift."""
     assert split_plan_text(text) == shapes_split_plan_text(text)

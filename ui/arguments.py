@@ -28,7 +28,9 @@ def text(value, name: str, optional: bool = False) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as error:
-        raise ArgumentError(f"{name} holds a character that is not valid text (a lone surrogate at position {error.start})") from None
+        raise ArgumentError(
+            f"{name} holds a character that is not valid text (a lone surrogate at position {error.start})"
+        ) from None
     return value
 
 
@@ -41,7 +43,11 @@ def whole(value, name: str, low: int | None = None, high: int | None = None) -> 
     if isinstance(value, float):
         raise ArgumentError(f"{name}={value} is not a whole number")
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ArgumentError(f"{name}={short(value)} is not a number" if isinstance(value, str) else f"{name} must be a whole number, not {kind_of(value)}")
+        raise ArgumentError(
+            f"{name}={short(value)} is not a number"
+            if isinstance(value, str)
+            else f"{name} must be a whole number, not {kind_of(value)}"
+        )
     return in_range(value, name, low, high)
 
 
@@ -50,7 +56,11 @@ def real(value, name: str, low: float | None = None, high: float | None = None) 
     if value is None or value == "":
         raise ArgumentError(f"{name} is empty")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ArgumentError(f"{name}={short(value)} is not a number" if isinstance(value, str) else f"{name} must be a number, not {kind_of(value)}")
+        raise ArgumentError(
+            f"{name}={short(value)} is not a number"
+            if isinstance(value, str)
+            else f"{name} must be a number, not {kind_of(value)}"
+        )
     if isinstance(value, int) and abs(value) > 2**53:
         raise ArgumentError(f"{name}={short(value)} is out of range {low}..{high}")
     if not math.isfinite(value):
@@ -96,7 +106,9 @@ def in_range(value, name: str, low, high):
 
 
 def kind_of(value) -> str:
-    return {type(None): "nothing", bool: "true/false", str: "text", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+    return {type(None): "nothing", bool: "true/false", str: "text", list: "a list", dict: "an object"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def short(value) -> str:

@@ -71,17 +71,36 @@ def default_device() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     env = os.environ.get
-    parser = argparse.ArgumentParser(prog="python app.py", description="Reasoner Studio: think, edit, draw, pick, reflect, redraw.")
-    parser.add_argument("--model", default=env("REASONER_MODEL", "shapes"), help="catalog name or model directory (env REASONER_MODEL)")
-    parser.add_argument("--data-dir", type=Path, default=Path(env("REASONER_DATA", DEFAULT_DATA_DIR)), help="data directory (env REASONER_DATA)")
-    parser.add_argument("--host", default=env("REASONER_HOST", env("GRADIO_SERVER_NAME", "127.0.0.1")), help="address to listen on")
+    parser = argparse.ArgumentParser(
+        prog="python app.py", description="Reasoner Studio: think, edit, draw, pick, reflect, redraw."
+    )
+    parser.add_argument(
+        "--model", default=env("REASONER_MODEL", "shapes"), help="catalog name or model directory (env REASONER_MODEL)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(env("REASONER_DATA", DEFAULT_DATA_DIR)),
+        help="data directory (env REASONER_DATA)",
+    )
+    parser.add_argument(
+        "--host", default=env("REASONER_HOST", env("GRADIO_SERVER_NAME", "127.0.0.1")), help="address to listen on"
+    )
     parser.add_argument("--port", type=int, default=int(env("REASONER_PORT", env("GRADIO_SERVER_PORT", "7860"))))
     parser.add_argument("--share", action="store_true", help="open a public Gradio share link as well")
-    parser.add_argument("--auth", action="append", default=[env("REASONER_AUTH")] if env("REASONER_AUTH") else [],
-                        help="USER:PASSWORD (repeatable) or @FILE; env REASONER_AUTH")
+    parser.add_argument(
+        "--auth",
+        action="append",
+        default=[env("REASONER_AUTH")] if env("REASONER_AUTH") else [],
+        help="USER:PASSWORD (repeatable) or @FILE; env REASONER_AUTH",
+    )
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when present")
-    parser.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE, help=f"decode engine (built: {', '.join(BUILT_ENGINES)})")
-    parser.add_argument("--queue-size", type=int, default=DEFAULT_QUEUE_SIZE, help="requests that may wait for the model")
+    parser.add_argument(
+        "--engine", choices=ENGINES, default=DEFAULT_ENGINE, help=f"decode engine (built: {', '.join(BUILT_ENGINES)})"
+    )
+    parser.add_argument(
+        "--queue-size", type=int, default=DEFAULT_QUEUE_SIZE, help="requests that may wait for the model"
+    )
     parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, help="largest upload accepted")
     return parser
 
@@ -89,7 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_config(argv: list[str] | None = None) -> StudioConfig:
     args = build_parser().parse_args(argv)
     return StudioConfig(
-        model=args.model, data_dir=args.data_dir.expanduser().resolve(), host=args.host, port=args.port,
-        share=args.share, auth=parse_auth(args.auth), device=args.device or default_device(), engine=args.engine,
-        queue_size=args.queue_size, max_upload_mb=args.max_upload_mb,
+        model=args.model,
+        data_dir=args.data_dir.expanduser().resolve(),
+        host=args.host,
+        port=args.port,
+        share=args.share,
+        auth=parse_auth(args.auth),
+        device=args.device or default_device(),
+        engine=args.engine,
+        queue_size=args.queue_size,
+        max_upload_mb=args.max_upload_mb,
     )

@@ -41,9 +41,20 @@ def pick_seed(seed, random_seed: bool) -> int:
 
 def draw_settings(n, seed: int, cfg_scale, temperature, plan_temperature) -> DrawSettings:
     """DrawSettings from the form; out-of-range values raise InvalidSettingError naming the field."""
-    numbers = [number(v, name) for v, name in ((cfg_scale, "CFG scale"), (temperature, "image temperature"), (plan_temperature, "plan temperature"))]
+    numbers = [
+        number(v, name)
+        for v, name in (
+            (cfg_scale, "CFG scale"),
+            (temperature, "image temperature"),
+            (plan_temperature, "plan temperature"),
+        )
+    ]
     return DrawSettings(
-        n=whole_number(n, "candidates"), seed=seed, cfg_scale=numbers[0], temperature=numbers[1], plan_temperature=numbers[2]
+        n=whole_number(n, "candidates"),
+        seed=seed,
+        cfg_scale=numbers[0],
+        temperature=numbers[1],
+        plan_temperature=numbers[2],
     )
 
 
@@ -90,11 +101,25 @@ def caption(index: int, seed: int) -> str:
     return f"#{index + 1} · seed {seed}"
 
 
-def recipe(prompt: str, plan: str | None, settings: DrawSettings, seed: int, model: str, engine: str, reflection: str | None = None) -> dict:
+def recipe(
+    prompt: str,
+    plan: str | None,
+    settings: DrawSettings,
+    seed: int,
+    model: str,
+    engine: str,
+    reflection: str | None = None,
+) -> dict:
     """What a PNG carries about how it was made (the command line writes the same keys)."""
     made = {
-        "prompt": prompt, "plan": plan, "seed": seed, "model": model, "engine": engine,
-        "cfg_scale": settings.cfg_scale, "temperature": settings.temperature, "top_k": settings.top_k,
+        "prompt": prompt,
+        "plan": plan,
+        "seed": seed,
+        "model": model,
+        "engine": engine,
+        "cfg_scale": settings.cfg_scale,
+        "temperature": settings.temperature,
+        "top_k": settings.top_k,
         "plan_temperature": settings.plan_temperature,
     }
     if reflection is not None:

@@ -43,7 +43,9 @@ def shown_errors() -> Iterator[None]:
 
 
 def required_id(value, what: str) -> int:
-    return arguments.record_id(value, what, f"there is no {what} yet: {'draw' if what != 'turn' else 'pick a turn'} first")
+    return arguments.record_id(
+        value, what, f"there is no {what} yet: {'draw' if what != 'turn' else 'pick a turn'} first"
+    )
 
 
 @dataclass
@@ -82,8 +84,21 @@ class Studio:
             return "The plan is checked once the model has loaded."
         return plan_line(self.models.current(), prompt, (plan or "").strip(), "person")
 
-    def draw(self, prompt, plan, turn_id, n, seed, random_seed, cfg_scale, temperature, plan_temperature, engine,
-             request: gr.Request, progress=gr.Progress()):  # noqa: B008 - how Gradio passes progress
+    def draw(
+        self,
+        prompt,
+        plan,
+        turn_id,
+        n,
+        seed,
+        random_seed,
+        cfg_scale,
+        temperature,
+        plan_temperature,
+        engine,
+        request: gr.Request,
+        progress=gr.Progress(),
+    ):  # noqa: B008 - how Gradio passes progress
         """Draw N candidates from the plan (the prompt alone if it is empty), showing them as they finish.
 
         Yields (gallery, draw id, turn id, seed used, status, best); the last yield has the draw id.
@@ -103,7 +118,14 @@ class Studio:
             kept: list[tuple[NewCandidate, Path]] = []
             parts = self.stream(settings, lambda part: pipeline.draw(prompt, to_draw, part), recipe, progress)
             for step, kept in enumerate(parts):
-                yield gallery_of(kept), None, turn_id, seed, f"Drawing: {len(kept)} of {settings.n} done…", first_best(step)
+                yield (
+                    gallery_of(kept),
+                    None,
+                    turn_id,
+                    seed,
+                    f"Drawing: {len(kept)} of {settings.n} done…",
+                    first_best(step),
+                )
             request_ = DrawRequest(prompt, plan_text, asdict(settings), [c for c, _ in kept], turn_id=turn_id)
             drawn = self.store.draw(self.actor(request, engine), request_, owner)
         yield self.finished(drawn, kept, seed)
@@ -123,27 +145,47 @@ class Studio:
             draw = self.store.draw_info(required_id(draw_id, "draw"), self.history_owner(request))
             index = forms.whole_number(candidate, "candidate") - 1
             if not 0 <= index < len(draw.candidates):
-                raise PreferenceError(f"candidate {index + 1} does not exist: this draw has 1 to {len(draw.candidates)}")
+                raise PreferenceError(
+                    f"candidate {index + 1} does not exist: this draw has 1 to {len(draw.candidates)}"
+                )
             chosen = draw.candidates[index]
             with Image.open(self.store.image_file(chosen.path)) as image:
                 picture = image.convert("RGB")
             pipeline = self.models.pipeline(engine)
             drawn_from = Plan(draw.plan, draw.plan_source or "model") if draw.plan else None  # None: a direct draw
-            reflection = pipeline.reflect(draw.prompt, drawn_from, picture, chosen.seed, forms.number(plan_temperature, "plan temperature"))
+            reflection = pipeline.reflect(
+                draw.prompt, drawn_from, picture, chosen.seed, forms.number(plan_temperature, "plan temperature")
+            )
             # the revision as it would be drawn: a bare one keeps the drawn plan's reasoning
             revised = pipeline.plan_to_redraw(drawn_from, reflection).text if reflection.needs_revision else None
             stored = self.store.reflect(self.actor(request, engine), draw.draw_id, index, reflection.text, revised)
         shown = revised if revised is not None else (draw.plan or "")
-        status = (f"The model revised the plan after looking at #{index + 1}." if revised is not None
-                  else f"The model proposed no new plan for #{index + 1}; edit the plan below to redraw differently.")
+        status = (
+            f"The model revised the plan after looking at #{index + 1}."
+            if revised is not None
+            else f"The model proposed no new plan for #{index + 1}; edit the plan below to redraw differently."
+        )
         checks = world_checks(pipeline)
         disputed = checks and checks.reflection_disputed(draw.prompt, picture, reflection.text)
         if disputed:  # the model calls it right, the detector does not: say so, do not hide it
             status = f"**⚠ The checker disagrees:** {html.escape(disputed, quote=False)}. {status}"
         return reflection.text, shown, stored.reflection_id, status
 
-    def redraw(self, reflection_id, reflection_text, revised_plan, n, seed, random_seed, cfg_scale, temperature,
-               plan_temperature, engine, request: gr.Request, progress=gr.Progress()):  # noqa: B008 - how Gradio passes progress
+    def redraw(
+        self,
+        reflection_id,
+        reflection_text,
+        revised_plan,
+        n,
+        seed,
+        random_seed,
+        cfg_scale,
+        temperature,
+        plan_temperature,
+        engine,
+        request: gr.Request,
+        progress=gr.Progress(),
+    ):  # noqa: B008 - how Gradio passes progress
         """Draw again from the revised plan (both it and the reflection may have been edited)."""
         with shown_errors():
             owner = self.history_owner(request)
@@ -153,18 +195,36 @@ class Studio:
             settings = forms.draw_settings(n, seed, cfg_scale, temperature, plan_temperature)
             pipeline = self.models.pipeline(engine)
             drawn_from = Plan(info.drawn_plan, info.drawn_plan_source or "model") if info.drawn_plan else None
-            revised = self.plan_to_draw(pipeline, arguments.text(revised_plan, "revised plan", optional=True), info.turn_id, info.prompt, owner)
-            reflection = Reflection(reflection_text, revised, source="model" if reflection_text == info.text else "person")
+            revised = self.plan_to_draw(
+                pipeline, arguments.text(revised_plan, "revised plan", optional=True), info.turn_id, info.prompt, owner
+            )
+            reflection = Reflection(
+                reflection_text, revised, source="model" if reflection_text == info.text else "person"
+            )
             plan_text = revised.text if revised is not None else (drawn_from.text if drawn_from else None)
 
             recipe = self.recipe_maker(info.prompt, plan_text, settings, engine, reflection.text)
             kept: list[tuple[NewCandidate, Path]] = []
-            parts = self.stream(settings, lambda part: pipeline.redraw(info.prompt, drawn_from, reflection, part), recipe, progress)
+            parts = self.stream(
+                settings, lambda part: pipeline.redraw(info.prompt, drawn_from, reflection, part), recipe, progress
+            )
             for step, kept in enumerate(parts):
-                yield gallery_of(kept), None, info.turn_id, seed, f"Redrawing: {len(kept)} of {settings.n} done…", first_best(step)
+                yield (
+                    gallery_of(kept),
+                    None,
+                    info.turn_id,
+                    seed,
+                    f"Redrawing: {len(kept)} of {settings.n} done…",
+                    first_best(step),
+                )
             request_ = DrawRequest(
-                info.prompt, plan_text, asdict(settings), [c for c, _ in kept], turn_id=info.turn_id,
-                reflection_id=info.reflection_id, reflection_text=reflection.text,
+                info.prompt,
+                plan_text,
+                asdict(settings),
+                [c for c, _ in kept],
+                turn_id=info.turn_id,
+                reflection_id=info.reflection_id,
+                reflection_text=reflection.text,
             )
             drawn = self.store.draw(self.actor(request, engine), request_, owner)
         yield self.finished(drawn, kept, seed)
@@ -173,7 +233,10 @@ class Studio:
 
     def history(self, request: gr.Request):
         turns = self.store.recent_turns(HISTORY_LIMIT, self.history_owner(request))
-        return [[t.turn_id, t.created_at[:19].replace("T", " "), t.who, t.prompt, t.plan or "", t.draws, t.preferences] for t in turns]
+        return [
+            [t.turn_id, t.created_at[:19].replace("T", " "), t.who, t.prompt, t.plan or "", t.draws, t.preferences]
+            for t in turns
+        ]
 
     def reopen(self, turn_id, request: gr.Request):
         """A stored turn back in the studio: prompt, plan, last draw and last reflection, to continue."""
@@ -181,11 +244,20 @@ class Studio:
             turn_id = None if turn_id == 0 else turn_id  # the empty box's 0: no turn picked yet
             state = self.store.turn_state(required_id(turn_id, "turn"), self.history_owner(request))
         draw, reflection = state.last_draw, state.last_reflection
-        gallery = [(str(self.store.image_file(c.path)), forms.caption(c.index, c.seed)) for c in draw.candidates] if draw else []
+        gallery = (
+            [(str(self.store.image_file(c.path)), forms.caption(c.index, c.seed)) for c in draw.candidates]
+            if draw
+            else []
+        )
         verdicts = "; ".join(map(shown_verdict, state.verdicts)) or "no verdict yet"
         return (
-            state.prompt, state.plan or "", state.turn_id, gallery, draw.draw_id if draw else None,
-            reflection.text if reflection else "", (reflection.revised_plan or reflection.drawn_plan or "") if reflection else "",
+            state.prompt,
+            state.plan or "",
+            state.turn_id,
+            gallery,
+            draw.draw_id if draw else None,
+            reflection.text if reflection else "",
+            (reflection.revised_plan or reflection.drawn_plan or "") if reflection else "",
             reflection.reflection_id if reflection else None,
             f"Reopened turn #{state.turn_id} ({verdicts}). Continue where it was left.",
         )
@@ -202,7 +274,9 @@ class Studio:
 
     # -- helpers ----------------------------------------------------------------------------------
 
-    def plan_to_draw(self, pipeline: ReasonerPipeline, text: str, turn_id: int | None, prompt: str, owner: str | None) -> Plan | None:
+    def plan_to_draw(
+        self, pipeline: ReasonerPipeline, text: str, turn_id: int | None, prompt: str, owner: str | None
+    ) -> Plan | None:
         """None for an empty plan; the model's plan as written; a person's plan once it is checked.
         A plan is the model's only when it is exactly what the model wrote in this turn, for this
         prompt (`Store.plan_source`); anything else, however it is labelled, is checked."""
@@ -213,7 +287,9 @@ class Studio:
             return Plan(text, "model")
         return pipeline.check_plan(Plan(text, "person"))
 
-    def recipe_maker(self, prompt: str, plan: str | None, settings: DrawSettings, engine, reflection: str | None = None):
+    def recipe_maker(
+        self, prompt: str, plan: str | None, settings: DrawSettings, engine, reflection: str | None = None
+    ):
         """seed -> the recipe a picture of this draw carries."""
         model, engine = self.models.choice.label, engine or self.models.default_engine
         return lambda seed: forms.recipe(prompt, plan, settings, seed, model, engine, reflection)
@@ -234,8 +310,10 @@ class Studio:
 
     def finished(self, drawn: DrawRef, kept, seed: int):
         n = len(drawn.candidates)
-        status = (f"Drew {n} candidate{'s' * (n > 1)} (draw #{drawn.draw_id}, turn #{drawn.turn_id}). "
-                  "Pick the best, rank them, or mark all bad; then reflect.")
+        status = (
+            f"Drew {n} candidate{'s' * (n > 1)} (draw #{drawn.draw_id}, turn #{drawn.turn_id}). "
+            "Pick the best, rank them, or mark all bad; then reflect."
+        )
         return gallery_of(kept), drawn.draw_id, drawn.turn_id, seed, status, 1
 
 
@@ -281,4 +359,3 @@ def plan_line(pipeline: ReasonerPipeline, prompt: str | None, text: str, source:
 
 def gallery_of(kept: list[tuple[NewCandidate, Path]]) -> list[tuple[str, str]]:
     return [(str(path), forms.caption(k, c.seed)) for k, (c, path) in enumerate(kept)]
-

@@ -38,7 +38,8 @@ LOADING_CFG_SCALE = 5.0  # the CFG slider's value until the model (and its own d
 MODEL = {"concurrency_id": "model", "concurrency_limit": 1, **RAW}  # one model task at a time
 PAGE_ONLY = {"api_visibility": "private"}
 CSS = (
-    ".notice {border-left: 4px solid #e5a50a; padding-left: 12px; background: #fff8e1} #plan-status, #revised-status {min-height: 1.5em}"
+    ".notice {border-left: 4px solid #e5a50a; padding-left: 12px; background: #fff8e1}"
+    " #plan-status, #revised-status {min-height: 1.5em}"
     " #history {overflow-x: auto; max-width: 100%}"
     # four thumbnails a row whatever n is: one picture is not blown up past the gallery (and cropped),
     # and the gallery is as tall as its rows, with no empty area under them (issue 15.10)
@@ -65,8 +66,10 @@ def engine_choices() -> list[tuple[str, str]]:
 def engine_note(engine: str) -> str:
     """What choosing an engine costs, said before the next step pays it (issue 15.13)."""
     if engine == "onnx":
-        return ("The onnx engine exports the model on its first use (about 2 minutes on a CPU; kept in the "
-                "data directory's cache/onnx after that): the next step waits for it.")
+        return (
+            "The onnx engine exports the model on its first use (about 2 minutes on a CPU; kept in the "
+            "data directory's cache/onnx after that): the next step waits for it."
+        )
     return ""
 
 
@@ -82,8 +85,10 @@ def turn_of_row(event: gr.SelectData):
 def build_page(studio: Studio, notice: str | None, model_info: str) -> gr.Blocks:
     with gr.Blocks(title="Reasoner Studio", delete_cache=(3600, 24 * 3600)) as demo:
         gr.Markdown(
-            "# Reasoner Studio\nThe model **thinks** (a plan you can edit), **draws** candidates, you **pick** the best, "
-            "it **reflects** on its picture and **redraws** from a revised plan. Every step and edit is kept as a preference."
+            "# Reasoner Studio\nThe model **thinks** (a plan you can edit), **draws** candidates, "
+            "you **pick** the best, "
+            "it **reflects** on its picture and **redraws** from a revised plan. "
+            "Every step and edit is kept as a preference."
         )
         if notice:
             gr.Markdown(notice, elem_id="model-notice", elem_classes="notice")
@@ -117,23 +122,40 @@ def connect_loading(studio: Studio, ui: dict) -> None:
         status = "" if models.ready else "**Error:** the model failed to load; see the model panel."
         return models.info_markdown(), cfg, status, gr.Timer(active=False)
 
-    timer.tick(when_loaded, None, [ui["model_info"], ui["cfg_scale"], ui["status"], timer], queue=False, show_progress="hidden", **PAGE_ONLY)
+    timer.tick(
+        when_loaded,
+        None,
+        [ui["model_info"], ui["cfg_scale"], ui["status"], timer],
+        queue=False,
+        show_progress="hidden",
+        **PAGE_ONLY,
+    )
 
 
 def studio_tab(model_info: str, engine: str, cfg_scale: float) -> dict:
     ui = {}
     with gr.Row():
         with gr.Column(scale=3):
-            ui["prompt"] = gr.Textbox(label="Prompt", lines=2, placeholder="a circle the color of the sky", elem_id="prompt")
+            ui["prompt"] = gr.Textbox(
+                label="Prompt", lines=2, placeholder="a circle the color of the sky", elem_id="prompt"
+            )
             gr.Examples(EXAMPLES, inputs=ui["prompt"], label="Examples (the last four need reasoning)")
             with gr.Row():
                 ui["think"] = gr.Button("Think", variant="primary", elem_id="think")
                 ui["draw"] = gr.Button("Draw", variant="primary", elem_id="draw")
             ui["status"] = gr.Markdown(elem_id="status")  # errors stay here until the next step
-            ui["plan"] = gr.Textbox(label="Plan (the model's; edit it before drawing)", lines=3, max_length=MAX_PLAN_CHARS, elem_id="plan")
+            ui["plan"] = gr.Textbox(
+                label="Plan (the model's; edit it before drawing)", lines=3, max_length=MAX_PLAN_CHARS, elem_id="plan"
+            )
             ui["plan_status"] = gr.Markdown(elem_id="plan-status")
-            ui["gallery"] = gr.Gallery(label="Candidates (click one to pick it)", columns=4, height="auto",
-                                       object_fit="contain", interactive=False, elem_id="gallery")
+            ui["gallery"] = gr.Gallery(
+                label="Candidates (click one to pick it)",
+                columns=4,
+                height="auto",
+                object_fit="contain",
+                interactive=False,
+                elem_id="gallery",
+            )
             ui["draw_status"] = gr.Markdown(elem_id="draw-status")
             with gr.Group():
                 with gr.Row():
@@ -144,10 +166,19 @@ def studio_tab(model_info: str, engine: str, cfg_scale: float) -> dict:
             ui["prefer_status"] = gr.Markdown(elem_id="prefer-status")
             with gr.Accordion("Reflect and redraw", open=True):
                 with gr.Row():
-                    ui["candidate"] = gr.Number(1, label="Candidate to reflect on", precision=0, minimum=1, elem_id="candidate")
+                    ui["candidate"] = gr.Number(
+                        1, label="Candidate to reflect on", precision=0, minimum=1, elem_id="candidate"
+                    )
                     ui["reflect"] = gr.Button("Reflect", elem_id="reflect")
-                ui["reflection"] = gr.Textbox(label="The model's reflection (editable)", lines=2, max_length=MAX_REFLECTION_CHARS, elem_id="reflection")
-                ui["revised"] = gr.Textbox(label="Revised plan (editable)", lines=2, max_length=MAX_PLAN_CHARS, elem_id="revised")
+                ui["reflection"] = gr.Textbox(
+                    label="The model's reflection (editable)",
+                    lines=2,
+                    max_length=MAX_REFLECTION_CHARS,
+                    elem_id="reflection",
+                )
+                ui["revised"] = gr.Textbox(
+                    label="Revised plan (editable)", lines=2, max_length=MAX_PLAN_CHARS, elem_id="revised"
+                )
                 ui["revised_status"] = gr.Markdown(elem_id="revised-status")
                 ui["redraw"] = gr.Button("Redraw from the revised plan", variant="primary", elem_id="redraw")
         with gr.Column(scale=1):
@@ -162,10 +193,14 @@ def settings_column(ui: dict, model_info: str, engine: str, cfg_scale: float) ->
             ui["seed"] = gr.Number(0, label="Seed", precision=0, minimum=0, elem_id="seed")
             ui["random_seed"] = gr.Checkbox(False, label="random", elem_id="random-seed")
         # a number box, not a slider: a slider's box silently clamps 0 to 1; the handler refuses it by name
-        ui["n"] = gr.Number(4, label=f"Candidates (1 to {MAX_CANDIDATES})", precision=0, minimum=1, maximum=MAX_CANDIDATES, elem_id="n")
+        ui["n"] = gr.Number(
+            4, label=f"Candidates (1 to {MAX_CANDIDATES})", precision=0, minimum=1, maximum=MAX_CANDIDATES, elem_id="n"
+        )
         ui["cfg_scale"] = gr.Slider(1, 20, value=cfg_scale, step=0.5, label="CFG scale")
         ui["temperature"] = gr.Slider(0, 5, value=DrawSettings.temperature, step=0.05, label="Image temperature")
-        ui["plan_temperature"] = gr.Slider(0, 5, value=DrawSettings.plan_temperature, step=0.05, label="Plan temperature")
+        ui["plan_temperature"] = gr.Slider(
+            0, 5, value=DrawSettings.plan_temperature, step=0.05, label="Plan temperature"
+        )
         ui["engine"] = gr.Dropdown(engine_choices(), value=engine, label="Engine")
     with gr.Accordion("Model", open=True):
         ui["model_info"] = gr.Markdown(model_info, elem_id="model-info")
@@ -181,7 +216,9 @@ def history_tab_contents() -> dict:
     hist["refresh"] = gr.Button("Refresh")
     hist["table"] = gr.Dataframe(
         headers=["turn", "when (UTC)", "who", "prompt", "plan", "draws", "verdicts"],
-        interactive=False, wrap=True, elem_id="history",
+        interactive=False,
+        wrap=True,
+        elem_id="history",
         column_widths=["6%", "13%", "11%", "25%", "33%", "6%", "6%"],  # the whole table fits the page
     )
     with gr.Row():
@@ -190,14 +227,22 @@ def history_tab_contents() -> dict:
     return hist
 
 
-def connect_step(fn, button: gr.Button, inputs: list, outputs: list, status, api_name: str, page=None, page_outputs=(), **options) -> None:
+def connect_step(
+    fn, button: gr.Button, inputs: list, outputs: list, status, api_name: str, page=None, page_outputs=(), **options
+) -> None:
     """The button runs `fn` for the page (an error goes to the status line, outputs stay usable),
     or `page`, fn with `page_outputs` more; a hidden twin serves the API endpoint `api_name`,
     where an error is raised for the client."""
     page_outputs = [*outputs, *page_outputs]
     # the page's event is named apart, or it would take `api_name` (its function keeps fn's name)
-    button.click(on_gpu(on_page(page or fn, len(page_outputs))), inputs, [*page_outputs, status],
-                 api_name=f"page_{api_name}", **options, **PAGE_ONLY)
+    button.click(
+        on_gpu(on_page(page or fn, len(page_outputs))),
+        inputs,
+        [*page_outputs, status],
+        api_name=f"page_{api_name}",
+        **options,
+        **PAGE_ONLY,
+    )
     gr.Button(visible=False, elem_classes="api-only").click(on_gpu(fn), inputs, outputs, api_name=api_name, **options)
 
 
@@ -231,34 +276,89 @@ def connect_loop(studio: Studio, ui: dict) -> None:
     drawn = [ui[k] for k in ("gallery", "draw_id", "turn_id", "seed", "draw_status", "best")]
     status = ui["status"]
     connect_step(
-        studio.think, ui["think"], [ui["prompt"], ui["seed"], ui["random_seed"], ui["plan_temperature"], ui["engine"]],
-        [ui["plan"], ui["plan_status"], ui["turn_id"], ui["seed"]], status, "think", **MODEL,
+        studio.think,
+        ui["think"],
+        [ui["prompt"], ui["seed"], ui["random_seed"], ui["plan_temperature"], ui["engine"]],
+        [ui["plan"], ui["plan_status"], ui["turn_id"], ui["seed"]],
+        status,
+        "think",
+        **MODEL,
     )
     connect_step(
-        studio.draw, ui["draw"], [ui["prompt"], ui["plan"], ui["turn_id"], *settings], drawn, status, "draw",
-        page=keeping_a_pick(studio.draw), **MODEL,
+        studio.draw,
+        ui["draw"],
+        [ui["prompt"], ui["plan"], ui["turn_id"], *settings],
+        drawn,
+        status,
+        "draw",
+        page=keeping_a_pick(studio.draw),
+        **MODEL,
     )
     connect_step(
-        studio.prefer, ui["prefer"], [ui["draw_id"], ui["verdict"], ui["best"], ui["ranking"]], [ui["prefer_status"]],
-        status, "prefer", concurrency_id="store", concurrency_limit=4, **RAW,
+        studio.prefer,
+        ui["prefer"],
+        [ui["draw_id"], ui["verdict"], ui["best"], ui["ranking"]],
+        [ui["prefer_status"]],
+        status,
+        "prefer",
+        concurrency_id="store",
+        concurrency_limit=4,
+        **RAW,
     )
     connect_step(
-        studio.reflect, ui["reflect"], [ui["draw_id"], ui["candidate"], ui["plan_temperature"], ui["engine"]],
-        [ui["reflection"], ui["revised"], ui["reflection_id"], ui["revised_status"]], status, "reflect", **MODEL,
+        studio.reflect,
+        ui["reflect"],
+        [ui["draw_id"], ui["candidate"], ui["plan_temperature"], ui["engine"]],
+        [ui["reflection"], ui["revised"], ui["reflection_id"], ui["revised_status"]],
+        status,
+        "reflect",
+        **MODEL,
     )
     connect_step(
-        studio.redraw, ui["redraw"], [ui["reflection_id"], ui["reflection"], ui["revised"], *settings], drawn, status, "redraw",
-        page=showing_redrawn_plan(keeping_a_pick(studio.redraw)), page_outputs=[ui["plan"], ui["prefer_status"]], **MODEL,
+        studio.redraw,
+        ui["redraw"],
+        [ui["reflection_id"], ui["reflection"], ui["revised"], *settings],
+        drawn,
+        status,
+        "redraw",
+        page=showing_redrawn_plan(keeping_a_pick(studio.redraw)),
+        page_outputs=[ui["plan"], ui["prefer_status"]],
+        **MODEL,
     )
     # a new draw starts clean: the last draw's saved preference is no longer about these pictures
     ui["draw"].click(lambda: "", None, ui["prefer_status"], queue=False, **PAGE_ONLY)
     ui["engine"].change(engine_note, ui["engine"], status, queue=False, **PAGE_ONLY)
-    ui["plan"].input(studio.check_plan, [ui["plan"], ui["prompt"]], ui["plan_status"], queue=False, show_progress="hidden", trigger_mode="always_last", **PAGE_ONLY)
-    ui["revised"].input(studio.check_plan, [ui["revised"], ui["prompt"]], ui["revised_status"], queue=False, show_progress="hidden", trigger_mode="always_last", **PAGE_ONLY)
+    ui["plan"].input(
+        studio.check_plan,
+        [ui["plan"], ui["prompt"]],
+        ui["plan_status"],
+        queue=False,
+        show_progress="hidden",
+        trigger_mode="always_last",
+        **PAGE_ONLY,
+    )
+    ui["revised"].input(
+        studio.check_plan,
+        [ui["revised"], ui["prompt"]],
+        ui["revised_status"],
+        queue=False,
+        show_progress="hidden",
+        trigger_mode="always_last",
+        **PAGE_ONLY,
+    )
     ui["gallery"].select(pick_candidate, None, [ui["best"], ui["candidate"], ui["verdict"]], queue=False, **PAGE_ONLY)
     ui["recipe_file"].upload(
-        studio.open_recipe, ui["recipe_file"],
-        [ui["prompt"], ui["plan"], ui["seed"], ui["cfg_scale"], ui["temperature"], ui["plan_temperature"], ui["draw_status"]],
+        studio.open_recipe,
+        ui["recipe_file"],
+        [
+            ui["prompt"],
+            ui["plan"],
+            ui["seed"],
+            ui["cfg_scale"],
+            ui["temperature"],
+            ui["plan_temperature"],
+            ui["draw_status"],
+        ],
         **PAGE_ONLY,
     )
 
@@ -267,7 +367,20 @@ def connect_history(studio: Studio, ui: dict, hist: dict, tabs: gr.Tabs, history
     hist["refresh"].click(studio.history, None, hist["table"], concurrency_id="store", **PAGE_ONLY)
     history_tab.select(studio.history, None, hist["table"], concurrency_id="store", **PAGE_ONLY)
     hist["table"].select(turn_of_row, None, hist["turn"], queue=False, **PAGE_ONLY)
-    reopened = [ui[k] for k in ("prompt", "plan", "turn_id", "gallery", "draw_id", "reflection", "revised", "reflection_id", "draw_status")]
+    reopened = [
+        ui[k]
+        for k in (
+            "prompt",
+            "plan",
+            "turn_id",
+            "gallery",
+            "draw_id",
+            "reflection",
+            "revised",
+            "reflection_id",
+            "draw_status",
+        )
+    ]
     hist["reopen"].click(studio.reopen, hist["turn"], reopened, concurrency_id="store", **RAW, **PAGE_ONLY).then(
         lambda: gr.Tabs(selected="studio"), None, tabs, queue=False, **PAGE_ONLY
     )

@@ -55,7 +55,9 @@ class LoginThrottle:
     def right(self, username: str, password: str) -> bool:
         expected = self.users.get(username)
         # compared even for an unknown user, so the time taken does not tell which users exist
-        same = hmac.compare_digest(password.encode(errors="surrogatepass"), (expected or "\x00" + password).encode(errors="surrogatepass"))
+        same = hmac.compare_digest(
+            password.encode(errors="surrogatepass"), (expected or "\x00" + password).encode(errors="surrogatepass")
+        )
         return expected is not None and same
 
     def fail(self, key: tuple[str, str], count: int) -> None:

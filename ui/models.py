@@ -81,7 +81,10 @@ class Models:
         started = time.monotonic()
         try:
             self._pipeline = self._load()
-            print(f"Model {self.choice.label} loaded in {time.monotonic() - started:.0f} s; the studio is ready.", flush=True)
+            print(
+                f"Model {self.choice.label} loaded in {time.monotonic() - started:.0f} s; the studio is ready.",
+                flush=True,
+            )
         except Exception as error:  # noqa: BLE001 - kept, and told to every step that asks
             self._failure = error
             print(f"error: the model failed to load: {error}", flush=True)

@@ -36,6 +36,7 @@ def on_page(fn, outputs: int):
         return (*[gr.skip()] * outputs, error_line(error))
 
     if inspect.isgeneratorfunction(fn):
+
         @functools.wraps(fn)
         def streamed(*args, **kwargs):
             try:
@@ -43,6 +44,7 @@ def on_page(fn, outputs: int):
                     yield (*as_tuple(values), "")
             except Exception as error:  # noqa: BLE001 - every error becomes the status line
                 yield failed(error)
+
         return streamed
 
     @functools.wraps(fn)
@@ -51,4 +53,5 @@ def on_page(fn, outputs: int):
             return (*as_tuple(fn(*args, **kwargs)), "")
         except Exception as error:  # noqa: BLE001 - every error becomes the status line
             return failed(error)
+
     return single

@@ -42,9 +42,18 @@ CACHE_DIR = "cache"  # under the data directory: Gradio's uploads and the copies
 FILE_ROUTE = re.compile(r"^(?:/gradio_api)?/(?:file=|file/)(?P<path>.*)$", re.DOTALL)
 PROXY_ROUTE = re.compile(r"^(?:/gradio_api)?/proxy=")
 BODY_SLACK = 64 * 1024  # multipart headers around an upload
-PUBLIC_EXACT = frozenset({
-    "/", "/login", "/login/", "/favicon.ico", "/theme.css", "/gradio_api/theme.css", "/manifest.json", "/robots.txt",
-})
+PUBLIC_EXACT = frozenset(
+    {
+        "/",
+        "/login",
+        "/login/",
+        "/favicon.ico",
+        "/theme.css",
+        "/gradio_api/theme.css",
+        "/manifest.json",
+        "/robots.txt",
+    }
+)
 API_INFO = re.compile(rb"window\.gradio_api_info = .*?;</script>", re.DOTALL)
 STARTUP_ROUTE = "/gradio_api/startup-events"
 PUBLIC_PREFIXES = ("/assets/", "/static/", "/svelte/", "/pwa_icon")
@@ -100,7 +109,9 @@ class Guard:
         dropped, and the client gets 413."""
         state = {"read": 0, "over": False, "answered": False}
 
-        cut_short = {"type": "http.disconnect"} if scope["type"] == "http" else {"type": "websocket.disconnect", "code": 1009}
+        cut_short = (
+            {"type": "http.disconnect"} if scope["type"] == "http" else {"type": "websocket.disconnect", "code": 1009}
+        )
 
         async def counted_receive():
             if state["over"]:

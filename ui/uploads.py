@@ -28,10 +28,14 @@ def recipe_of_upload(path: str | Path | None) -> dict:
             if image.format != "PNG":
                 raise UploadError(f"that file is a {image.format or 'non-image'} file; open a PNG the studio saved")
             if image.width * image.height > MAX_RECIPE_PIXELS:
-                raise UploadError(f"that picture is {image.width} x {image.height}; the studio opens at most 4096 x 4096")
+                raise UploadError(
+                    f"that picture is {image.width} x {image.height}; the studio opens at most 4096 x 4096"
+                )
         recipe = read_recipe(path)
     except Image.DecompressionBombError:
-        raise UploadError("that PNG's header claims far more pixels than any studio picture: a decompression bomb; it was not opened") from None
+        raise UploadError(
+            "that PNG's header claims far more pixels than any studio picture: a decompression bomb; it was not opened"
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise UploadError("that file is not a picture the studio can open") from None
     if not isinstance(recipe, dict) or "prompt" not in recipe:
@@ -49,8 +53,12 @@ def checked_recipe(recipe: dict, default_cfg_scale: float) -> dict:
             "plan": plan_text(field("plan", None)),
             "seed": arguments.whole(field("seed", 0), "the recipe's seed", 0, LAST_SEED),
             "cfg_scale": arguments.real(field("cfg_scale", default_cfg_scale), "the recipe's cfg_scale", 1.0, 20.0),
-            "temperature": arguments.real(field("temperature", DrawSettings.temperature), "the recipe's temperature", 0.0, 5.0),
-            "plan_temperature": arguments.real(field("plan_temperature", DrawSettings.plan_temperature), "the recipe's plan_temperature", 0.0, 5.0),
+            "temperature": arguments.real(
+                field("temperature", DrawSettings.temperature), "the recipe's temperature", 0.0, 5.0
+            ),
+            "plan_temperature": arguments.real(
+                field("plan_temperature", DrawSettings.plan_temperature), "the recipe's plan_temperature", 0.0, 5.0
+            ),
         }
     except arguments.ArgumentError as error:
         raise UploadError(str(error)) from None
@@ -59,5 +67,7 @@ def checked_recipe(recipe: dict, default_cfg_scale: float) -> dict:
 def plan_text(plan) -> str:
     text = arguments.text(plan, "the recipe's plan", optional=True)
     if len(text) > MAX_PLAN_CHARS:
-        raise arguments.ArgumentError(f"the recipe's plan is {len(text)} characters long; the limit is {MAX_PLAN_CHARS}")
+        raise arguments.ArgumentError(
+            f"the recipe's plan is {len(text)} characters long; the limit is {MAX_PLAN_CHARS}"
+        )
     return text

@@ -53,24 +53,100 @@ class ShapesRecipe:
     vq_seconds: float = field(default=0.0, metadata={"help": "if > 0, fit the VQ steps to this many seconds"})
     draw_seconds: float = field(default=0.0, metadata={"help": "if > 0, fit the draw steps to this many seconds"})
     reflect_seconds: float = field(default=0.0, metadata={"help": "if > 0, fit the reflect steps to this many seconds"})
-    hours: float = field(default=0.0, metadata={"help": "if > 0, share this many hours of training among the VQ, draw and reflect stages (15/55/30 %%) where their own --*-seconds are not set; data preparation comes on top"})
+    hours: float = field(
+        default=0.0,
+        metadata={
+            "help": (
+                "if > 0, share this many hours of training among the VQ, draw and reflect stages (15/55/30 %%) where"
+                " their own --*-seconds are not set; data preparation comes on top"
+            )
+        },
+    )
     vq_pictures: int = field(default=50_000, metadata={"help": "random-scene pictures the VQ trains on"})
     pool_size: int = field(default=200_000, metadata={"help": "prompt/plan/picture examples drawn for LM training"})
-    unrelated_share: float = field(default=0.2, metadata={"help": "share of the pool whose plan (a random scene) is drawn under an unrelated prompt, so the picture must follow the plan"})
-    draw_steps: int = field(default=6000, metadata={"help": "LM steps on plans and pictures (0 with --start-from: keep its drawing and train reflection only)"})
+    unrelated_share: float = field(
+        default=0.2,
+        metadata={
+            "help": (
+                "share of the pool whose plan (a random scene) is drawn under an unrelated prompt, so the picture "
+                "must follow the plan"
+            )
+        },
+    )
+    draw_steps: int = field(
+        default=6000,
+        metadata={
+            "help": "LM steps on plans and pictures (0 with --start-from: keep its drawing and train reflection only)"
+        },
+    )
     lm_batch: int = field(default=128, metadata={"help": "sequences per LM step"})
     lm_lr: float = field(default=2e-3, metadata={"help": "LM peak learning rate"})
-    own_prompts: int = field(default=6000, metadata={"help": "training prompts the model draws for its own reflection data"})
-    synthetic_reflections: int = field(default=12000, metadata={"help": "synthetic right/slipped pictures for reflection"})
-    wrong_plan_share: float = field(default=0.25, metadata={"help": "share of synthetic reflections whose plan itself breaks the prompt (one slip) and is drawn as planned, so reflection checks pictures against the prompt and not only against the plan"})
-    reflect_steps: int = field(default=2000, metadata={"help": "LM steps on reflections mixed with plans and pictures (0 with --start-from: keep its reflection adapter, if it has one, and train none)"})
+    own_prompts: int = field(
+        default=6000, metadata={"help": "training prompts the model draws for its own reflection data"}
+    )
+    synthetic_reflections: int = field(
+        default=12000, metadata={"help": "synthetic right/slipped pictures for reflection"}
+    )
+    wrong_plan_share: float = field(
+        default=0.25,
+        metadata={
+            "help": (
+                "share of synthetic reflections whose plan itself breaks the prompt (one slip) and is drawn as "
+                "planned, so reflection checks pictures against the prompt and not only against the plan"
+            )
+        },
+    )
+    reflect_steps: int = field(
+        default=2000,
+        metadata={
+            "help": (
+                "LM steps on reflections mixed with plans and pictures (0 with --start-from: keep its reflection "
+                "adapter, if it has one, and train none)"
+            )
+        },
+    )
     reflect_lr: float = field(default=1e-3, metadata={"help": "peak learning rate of the reflection stage"})
-    reflect_vision_lr_scale: float = field(default=1.0, metadata={"help": "the vision encoder and its aligner, which only reflection uses, train at reflect_lr times this in the reflection stage (a low reflect_lr then keeps the drawing as it was)"})
-    reflect_adapter_rank: int = field(default=0, metadata={"help": "if > 0, reflection is learned by a LoRA adapter of this rank on the language model, which only reflection runs with: the drawing stays exactly as the draw stage (or --start-from) left it, so needs --draw-share 0; 0 trains every weight"})
-    draw_share: float = field(default=0.5, metadata={"help": "share of each reflection-stage batch given to plans and pictures from the draw pool, so the model keeps them"})
+    reflect_vision_lr_scale: float = field(
+        default=1.0,
+        metadata={
+            "help": (
+                "the vision encoder and its aligner, which only reflection uses, train at reflect_lr times this in "
+                "the reflection stage (a low reflect_lr then keeps the drawing as it was)"
+            )
+        },
+    )
+    reflect_adapter_rank: int = field(
+        default=0,
+        metadata={
+            "help": (
+                "if > 0, reflection is learned by a LoRA adapter of this rank on the language model, which only "
+                "reflection runs with: the drawing stays exactly as the draw stage (or --start-from) left it, so "
+                "needs --draw-share 0; 0 trains every weight"
+            )
+        },
+    )
+    draw_share: float = field(
+        default=0.5,
+        metadata={
+            "help": (
+                "share of each reflection-stage batch given to plans and pictures from the draw pool, so the model "
+                "keeps them"
+            )
+        },
+    )
     sample_cfg: float = field(default=3.0, metadata={"help": "guidance scale when the model draws its own pictures"})
-    sample_temperature: float = field(default=1.0, metadata={"help": "image temperature when the model draws its own pictures"})
-    start_from: str = field(default="", metadata={"help": "a model directory (an earlier run's output) whose tokenizer, VQ and weights the draw stage continues from; lets a run span several short GPU leases"})
+    sample_temperature: float = field(
+        default=1.0, metadata={"help": "image temperature when the model draws its own pictures"}
+    )
+    start_from: str = field(
+        default="",
+        metadata={
+            "help": (
+                "a model directory (an earlier run's output) whose tokenizer, VQ and weights the draw stage "
+                "continues from; lets a run span several short GPU leases"
+            )
+        },
+    )
     sample_batch: int = field(default=256, metadata={"help": "prompts per batch when sampling the model"})
 
     def __post_init__(self):
@@ -87,14 +163,23 @@ class ShapesRecipe:
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), not {getattr(self, name)}")
         if self.reflect_adapter_rank and self.draw_share:
-            raise ValueError("with --reflect-adapter-rank the drawing is frozen in the reflection stage: set --draw-share 0")
+            raise ValueError(
+                "with --reflect-adapter-rank the drawing is frozen in the reflection stage: set --draw-share 0"
+            )
         for stage in ("draw", "reflect"):
             if getattr(self, f"{stage}_steps") == 0 and not self.start_from:
                 raise ValueError(f"{stage}_steps 0 keeps the {stage} stage of --start-from, and none is given")
         for f in fields(self):
             value = getattr(self, f.name)
-            may_be_zero = f.name in ("seed", "reflect_adapter_rank") or (f.name in ("draw_steps", "reflect_steps") and self.start_from)
-            if isinstance(value, (int, float)) and not may_be_zero and not f.name.endswith(("seconds", "share", "hours")) and value <= 0:
+            may_be_zero = f.name in ("seed", "reflect_adapter_rank") or (
+                f.name in ("draw_steps", "reflect_steps") and self.start_from
+            )
+            if (
+                isinstance(value, (int, float))
+                and not may_be_zero
+                and not f.name.endswith(("seconds", "share", "hours"))
+                and value <= 0
+            ):
                 raise ValueError(f"{f.name} must be positive, not {value}")
 
 
@@ -146,7 +231,11 @@ def begin(recipe: ShapesRecipe, work: Path) -> Build:
     (work / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
     taken = json.loads((work / "taken.json").read_text()) if (work / "taken.json").is_file() else {}
     torch.manual_seed(recipe.seed)
-    start = JanusForConditionalGeneration.from_pretrained(recipe.start_from, dtype=torch.float32) if recipe.start_from else None
+    start = (
+        JanusForConditionalGeneration.from_pretrained(recipe.start_from, dtype=torch.float32)
+        if recipe.start_from
+        else None
+    )
     return Build(recipe, work, taken, start)
 
 
@@ -174,7 +263,19 @@ def vq_stage(build: Build, config) -> JanusVQVAE:
     else:
         log(f"stage 2/4: VQ, {recipe.vq_steps} steps on {recipe.vq_pictures} pictures")
         pictures = random_scene_pictures(recipe.vq_pictures, recipe.seed, recipe.workers)
-        build.record("vq_steps", train_vq(vq, pictures, recipe.vq_steps, recipe.vq_batch, recipe.vq_lr, recipe.seed, recipe.device, recipe.vq_seconds or None))
+        build.record(
+            "vq_steps",
+            train_vq(
+                vq,
+                pictures,
+                recipe.vq_steps,
+                recipe.vq_batch,
+                recipe.vq_lr,
+                recipe.seed,
+                recipe.device,
+                recipe.vq_seconds or None,
+            ),
+        )
         save_file({k: v.contiguous() for k, v in vq.state_dict().items()}, vq_path)
     return vq.to(recipe.device).eval()
 
@@ -184,10 +285,14 @@ def new_model(config, vq: JanusVQVAE, tokenizer) -> tuple[JanusForConditionalGen
     model = JanusForConditionalGeneration(config)
     model.model.vqmodel.load_state_dict(vq.state_dict())
     model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
         generation_kwargs={"boi_token_id": tokenizer.convert_tokens_to_ids(tokenizer.boi_token)},
     )
-    image_processor = JanusImageProcessorPil(size={"height": 72, "width": 72}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    image_processor = JanusImageProcessorPil(
+        size={"height": 72, "width": 72}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
     return model, image_processor
 
 
@@ -203,12 +308,30 @@ def draw_stage(build: Build, backend: JanusBackend, vq: JanusVQVAE) -> DrawPool 
     pool = None
     if trains_drawing or (recipe.draw_share > 0 and not build.done(build.reflect_dir)):
         log(f"drawing the example pool: {recipe.pool_size} pictures")
-        pool = DrawPool(make_draw_pool(backend, vq, recipe.pool_size, recipe.seed, recipe.device, recipe.workers, recipe.unrelated_share), backend, recipe.device)
+        pool = DrawPool(
+            make_draw_pool(
+                backend, vq, recipe.pool_size, recipe.seed, recipe.device, recipe.workers, recipe.unrelated_share
+            ),
+            backend,
+            recipe.device,
+        )
     if not build.done(build.draw_dir):
         if trains_drawing:
             log(f"stage 3/4: plans and pictures, {recipe.draw_steps} steps")
             draw_batch = draw_batches(pool, recipe.lm_batch, recipe.seed)
-            build.record("draw_steps", train_lm(model, draw_batch, recipe.draw_steps, recipe.lm_lr, backend.tokenizer.pad_token_id, recipe.device, "draw", seconds=recipe.draw_seconds or None))
+            build.record(
+                "draw_steps",
+                train_lm(
+                    model,
+                    draw_batch,
+                    recipe.draw_steps,
+                    recipe.lm_lr,
+                    backend.tokenizer.pad_token_id,
+                    recipe.device,
+                    "draw",
+                    seconds=recipe.draw_seconds or None,
+                ),
+            )
         else:
             log("stage 3/4: kept as --start-from drew")
         save_model_dir(build.draw_dir, model, backend.tokenizer, backend.image_processor, SHAPES_TEMPLATE)
@@ -217,7 +340,9 @@ def draw_stage(build: Build, backend: JanusBackend, vq: JanusVQVAE) -> DrawPool 
     return pool
 
 
-def reflect_stage(build: Build, backend: JanusBackend, vq: JanusVQVAE, pool: DrawPool | None) -> tuple[JanusForConditionalGeneration, JanusTemplate]:
+def reflect_stage(
+    build: Build, backend: JanusBackend, vq: JanusVQVAE, pool: DrawPool | None
+) -> tuple[JanusForConditionalGeneration, JanusTemplate]:
     """4. Reflection: the saved stage, --start-from's kept, or trained on the model's own pictures.
     Returns the model as it draws and the template that says whether a reflection adapter goes with it."""
     recipe = build.recipe
@@ -241,23 +366,39 @@ def keep_start_reflection(build: Build, backend: JanusBackend, start_adapter: Pa
     return template
 
 
-def train_reflection(build: Build, backend: JanusBackend, vq: JanusVQVAE, pool: DrawPool | None, start_adapter: Path | None) -> tuple[JanusForConditionalGeneration, JanusTemplate]:
+def train_reflection(
+    build: Build, backend: JanusBackend, vq: JanusVQVAE, pool: DrawPool | None, start_adapter: Path | None
+) -> tuple[JanusForConditionalGeneration, JanusTemplate]:
     """Reflections on the model's own pictures and synthetic slips, by every weight or by an adapter."""
     recipe, model = build.recipe, backend.model
     template = replace(SHAPES_TEMPLATE, reflect_adapter=REFLECTION_ADAPTER if recipe.reflect_adapter_rank else "")
     prompts = [p.prompt for p in make_suite("train", recipe.own_prompts, recipe.seed + 2)]
     log(f"stage 4/4: sampling the model on {len(prompts)} training prompts")
-    own, pass_rate = own_reflections(backend, prompts, recipe.seed, recipe.sample_cfg, recipe.sample_temperature, recipe.sample_batch)
+    own, pass_rate = own_reflections(
+        backend, prompts, recipe.seed, recipe.sample_cfg, recipe.sample_temperature, recipe.sample_batch
+    )
     log(f"own pictures right: {pass_rate:.3f}; adding {recipe.synthetic_reflections} synthetic ones")
-    examples = own + synthetic_reflections(backend, vq, recipe.synthetic_reflections, recipe.seed, recipe.device, recipe.wrong_plan_share)
+    examples = own + synthetic_reflections(
+        backend, vq, recipe.synthetic_reflections, recipe.seed, recipe.device, recipe.wrong_plan_share
+    )
     build.record("own_pass_rate", round(pass_rate, 4))
     batches = reflect_batches(backend, examples, pool, recipe.lm_batch, recipe.seed, recipe.draw_share)
     adapted = None
     if recipe.reflect_adapter_rank:  # continues --start-from's adapter, where it has one
         adapted = add_reflection_adapter(model, recipe.reflect_adapter_rank, recipe.seed, start_adapter)
-    steps = train_lm(model, batches, recipe.reflect_steps, recipe.reflect_lr, backend.tokenizer.pad_token_id, recipe.device, "reflect",
-                     warmup=100, seconds=recipe.reflect_seconds or None, vision_lr_scale=recipe.reflect_vision_lr_scale,
-                     reads=SHAPES_TEMPLATE.reflect_reads)
+    steps = train_lm(
+        model,
+        batches,
+        recipe.reflect_steps,
+        recipe.reflect_lr,
+        backend.tokenizer.pad_token_id,
+        recipe.device,
+        "reflect",
+        warmup=100,
+        seconds=recipe.reflect_seconds or None,
+        vision_lr_scale=recipe.reflect_vision_lr_scale,
+        reads=SHAPES_TEMPLATE.reflect_reads,
+    )
     build.record("reflect_steps", steps)
     if adapted is not None:  # the adapter apart, the model as it drew before this stage
         save_reflection_adapter(adapted, build.reflect_dir / REFLECTION_ADAPTER)
@@ -266,14 +407,18 @@ def train_reflection(build: Build, backend: JanusBackend, vq: JanusVQVAE, pool: 
     return model, template
 
 
-def ship(build: Build, model: JanusForConditionalGeneration, tokenizer, image_processor, template: JanusTemplate, out: Path) -> None:
+def ship(
+    build: Build, model: JanusForConditionalGeneration, tokenizer, image_processor, template: JanusTemplate, out: Path
+) -> None:
     """5. The model in --out: fp16 weights (a quarter of the float32 size), its adapter, the recipe."""
     model.to("cpu", torch.float16)
     save_model_dir(out, model, tokenizer, image_processor, template)
     shutil.rmtree(out / REFLECTION_ADAPTER, ignore_errors=True)  # an older build's
     if template.reflect_adapter:
         shutil.copytree(build.reflect_dir / REFLECTION_ADAPTER, out / REFLECTION_ADAPTER)
-    (out / "recipe.json").write_text(json.dumps({"recipe": asdict(build.recipe), "taken": build.taken}, indent=2) + "\n")
+    (out / "recipe.json").write_text(
+        json.dumps({"recipe": asdict(build.recipe), "taken": build.taken}, indent=2) + "\n"
+    )
     log(f"wrote {out}")
 
 
@@ -283,7 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "shapes")
     parser.add_argument("--work", type=Path, default=Path(".build/shapes"), help="checkpoints, to resume a stopped run")
     for f in fields(ShapesRecipe):
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default, help=f.metadata["help"])
+        parser.add_argument(
+            f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default, help=f.metadata["help"]
+        )
     args = parser.parse_args(argv)
     transformers_logging.set_verbosity_error()
     recipe = ShapesRecipe(**{f.name: getattr(args, f.name) for f in fields(ShapesRecipe)})

@@ -129,6 +129,7 @@ class Source:
     def _open(path: Path):
         if path.suffix == ".safetensors":
             from safetensors import safe_open
+
             try:
                 return safe_open(str(path), framework="pt")
             except Exception as exc:  # safetensors raises its own error types for bad headers
@@ -151,6 +152,7 @@ class Source:
 
 def token_ids(src: Path) -> dict:
     """Ids of the special tokens Janus needs, looked up by name in the tokenizer's JSON (no code runs)."""
+
     def read(name):
         return _read_json(src / name) if (src / name).is_file() else {}
 
@@ -166,8 +168,12 @@ def token_ids(src: Path) -> dict:
         value = special.get(key) or tok_cfg.get(key)
         return value.get("content") if isinstance(value, dict) else value
 
-    tags = {"image": proc.get("image_tag", "<image_placeholder>"), "pad": proc.get("pad_tag", "<｜▁pad▁｜>"),
-            "boi": proc.get("image_start_tag", "<begin_of_image>"), "eoi": proc.get("image_end_tag", "<end_of_image>")}
+    tags = {
+        "image": proc.get("image_tag", "<image_placeholder>"),
+        "pad": proc.get("pad_tag", "<｜▁pad▁｜>"),
+        "boi": proc.get("image_start_tag", "<begin_of_image>"),
+        "eoi": proc.get("image_end_tag", "<end_of_image>"),
+    }
     ids = {name: vocab.get(tag) for name, tag in tags.items()}
     ids.update(bos=vocab.get(named("bos_token")), eos=vocab.get(named("eos_token")))
     if ids["pad"] is None:
@@ -210,11 +216,17 @@ def build_config(cfg: dict, shapes: dict, ids: dict):
         if p.get("projector_type") != "mlp_gelu":
             raise ModelLoadError(f"config.json: {name} projector_type {p.get('projector_type')!r} is not supported")
     vision_config = JanusVisionConfig(
-        hidden_size=width, num_hidden_layers=depth, num_attention_heads=SIGLIP_HEADS[vision["model_name"]],
-        image_size=image_size, patch_size=patch, mlp_ratio=ratio,
+        hidden_size=width,
+        num_hidden_layers=depth,
+        num_attention_heads=SIGLIP_HEADS[vision["model_name"]],
+        image_size=image_size,
+        patch_size=patch,
+        mlp_ratio=ratio,
         attention_bias="vision_model.vision_tower.blocks.0.attn.qkv.bias" in shapes,
-        projection_dim=aligner["n_embed"], depth=aligner.get("depth", 1),
-        num_image_tokens=(image_size // patch) ** 2)
+        projection_dim=aligner["n_embed"],
+        depth=aligner.get("depth", 1),
+        num_image_tokens=(image_size // patch) ** 2,
+    )
 
     gen_vision = _params(cfg, "gen_vision_config", "VQ")
     gen_head = _params(cfg, "gen_head_config", "vision_head")
@@ -225,25 +237,44 @@ def build_config(cfg: dict, shapes: dict, ids: dict):
     base, in_channels = shape(f"{enc}.conv_in.weight")[:2]
     levels = sorted({int(k.split(".")[3]) for k in shapes if k.startswith(f"{enc}.conv_blocks.")})
     vq_config = JanusVQVAEConfig(
-        embed_dim=gen_vision["n_embed"], num_embeddings=gen_vision["image_token_size"],
-        latent_channels=shape(f"{enc}.conv_out.weight")[0], in_channels=in_channels, base_channels=base,
+        embed_dim=gen_vision["n_embed"],
+        num_embeddings=gen_vision["image_token_size"],
+        latent_channels=shape(f"{enc}.conv_out.weight")[0],
+        in_channels=in_channels,
+        base_channels=base,
         out_channels=shape("gen_vision_model.decoder.conv_out.weight")[0],
         channel_multiplier=[shape(f"{enc}.conv_blocks.{i}.res.0.conv1.weight")[0] // base for i in levels],
         num_res_blocks=len({k.split(".")[5] for k in shapes if k.startswith(f"{enc}.conv_blocks.0.res.")}),
-        projection_dim=gen_aligner["n_embed"], num_hidden_layers=gen_aligner.get("depth", 1),
-        image_token_embed_dim=gen_head["n_embed"])
+        projection_dim=gen_aligner["n_embed"],
+        num_hidden_layers=gen_aligner.get("depth", 1),
+        image_token_embed_dim=gen_head["n_embed"],
+    )
 
     lang = cfg.get("language_config")
     if not isinstance(lang, dict) or lang.get("model_type", "llama") != "llama":
         raise ModelLoadError("config.json: language_config is missing or not a llama config")
-    keep = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-            "num_key_value_heads", "hidden_act", "max_position_embeddings", "rms_norm_eps", "rope_theta",
-            "rope_scaling", "attention_bias", "mlp_bias", "head_dim")
+    keep = (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "hidden_act",
+        "max_position_embeddings",
+        "rms_norm_eps",
+        "rope_theta",
+        "rope_scaling",
+        "attention_bias",
+        "mlp_bias",
+        "head_dim",
+    )
     text = {k: lang[k] for k in keep if lang.get(k) is not None}
     tied = "language_model.lm_head.weight" not in shapes
     text.update(tie_word_embeddings=tied, bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["pad"])
-    config = JanusConfig(text_config=LlamaConfig(**text), vision_config=vision_config, vq_config=vq_config,
-                         tie_word_embeddings=tied)
+    config = JanusConfig(
+        text_config=LlamaConfig(**text), vision_config=vision_config, vq_config=vq_config, tie_word_embeddings=tied
+    )
     if ids["image"] is not None:
         config.image_token_id = ids["image"]
     config.architectures = ["JanusForConditionalGeneration"]
@@ -304,8 +335,10 @@ def plan_conversion(cfg: dict, shapes: dict, ids: dict):
     missing = sorted(set(expected) - set(mapped))
     unexpected = sorted(set(mapped) - set(expected))
     if missing or unexpected:
-        raise ModelLoadError(f"source does not fill the transformers model: missing {missing[:4]} ({len(missing)}), "
-                             f"unexpected {[mapped[k] for k in unexpected[:4]]} ({len(unexpected)})")
+        raise ModelLoadError(
+            f"source does not fill the transformers model: missing {missing[:4]} ({len(missing)}), "
+            f"unexpected {[mapped[k] for k in unexpected[:4]]} ({len(unexpected)})"
+        )
     for target, source, how, _ in plan:
         got = _target_shape(shapes[source], how, source)
         if got != expected[target]:
@@ -326,8 +359,11 @@ def _write_weights(source: Source, plan: list, shapes: dict, dst: Path, dtype, s
         size += b
     for old in [*dst.glob("model*.safetensors"), dst / "model.safetensors.index.json"]:
         old.unlink(missing_ok=True)
-    names = ["model.safetensors"] if len(shards) == 1 else [
-        f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    names = (
+        ["model.safetensors"]
+        if len(shards) == 1
+        else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    )
     weight_map, total = {}, 0
     for name, shard in zip(names, shards):  # one output shard in memory at a time
         tensors = {}
@@ -359,8 +395,9 @@ def _name_janus_tokens(data: dict, named: dict) -> None:
     elif isinstance(extra, list):
         data["model_specific_special_tokens"] = {**named, **(data.get("model_specific_special_tokens") or {})}
     else:
-        raise ModelLoadError(f"tokenizer_config.json: extra_special_tokens is a {type(extra).__name__}, "
-                             "expected a dict or a list")
+        raise ModelLoadError(
+            f"tokenizer_config.json: extra_special_tokens is a {type(extra).__name__}, expected a dict or a list"
+        )
 
 
 def _copy_tokenizer(src: Path, dst: Path, tok: dict) -> list[str]:
@@ -371,8 +408,9 @@ def _copy_tokenizer(src: Path, dst: Path, tok: dict) -> list[str]:
         if name == "tokenizer_config.json":
             data = _read_json(src / name)
             data.pop("auto_map", None)  # never point loaders at code from SRC
-            _name_janus_tokens(data, {f"{k}_token": tok["tags"][k] for k in ("image", "boi", "eoi")
-                                      if tok["ids"][k] is not None})
+            _name_janus_tokens(
+                data, {f"{k}_token": tok["tags"][k] for k in ("image", "boi", "eoi") if tok["ids"][k] is not None}
+            )
             (dst / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         else:
             shutil.copyfile(src / name, dst / name)
@@ -403,9 +441,11 @@ def _refuse_adapter(src: Path) -> None:
     except (OSError, ValueError, AttributeError):
         base = None
     base = f" ({base})" if isinstance(base, str) and base else ""
-    raise ModelLoadError(f"{src}: a LoRA adapter (adapter_config.json), not a full checkpoint: convert its base "
-                         f"model{base}, or merge the adapter into it first (peft merge_and_unload, then "
-                         "save_pretrained) and convert the merged folder")
+    raise ModelLoadError(
+        f"{src}: a LoRA adapter (adapter_config.json), not a full checkpoint: convert its base "
+        f"model{base}, or merge the adapter into it first (peft merge_and_unload, then "
+        "save_pretrained) and convert the merged folder"
+    )
 
 
 def convert(src, dst, dtype: str = "bf16", shard_bytes: int = SHARD_BYTES) -> dict:
@@ -443,10 +483,17 @@ def convert(src, dst, dtype: str = "bf16", shard_bytes: int = SHARD_BYTES) -> di
         raise OutputError(f"{dst}: cannot write the converted model ({_line(exc)})") from None
     absent = [k for k in ("bos", "eos", "pad", "boi", "image") if ids[k] is None]
     if absent:
-        print(f"warning: no tokenizer id found for {', '.join(absent)}; set them before generating images",
-              file=sys.stderr)
-    return {"tensors": len(plan), "shards": shards, "dropped": Counter(dropped.values()),
-            "tokenizer": copied, "missing_token_ids": absent}
+        print(
+            f"warning: no tokenizer id found for {', '.join(absent)}; set them before generating images",
+            file=sys.stderr,
+        )
+    return {
+        "tensors": len(plan),
+        "shards": shards,
+        "dropped": Counter(dropped.values()),
+        "tokenizer": copied,
+        "missing_token_ids": absent,
+    }
 
 
 def main(argv=None) -> int:
@@ -461,8 +508,10 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     dropped = ", ".join(f"{n} ({why})" for why, n in summary["dropped"].items()) or "none"
-    print(f"wrote {args.dst}: {summary['tensors']} tensors in {summary['shards']} file(s), dropped {dropped}; "
-          f"tokenizer files: {', '.join(summary['tokenizer']) or 'none'}")
+    print(
+        f"wrote {args.dst}: {summary['tensors']} tensors in {summary['shards']} file(s), dropped {dropped}; "
+        f"tokenizer files: {', '.join(summary['tokenizer']) or 'none'}"
+    )
     return 0
 
 

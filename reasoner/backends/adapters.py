@@ -70,12 +70,18 @@ def with_reflection_adapter(model, directory: Path):
     try:
         config = LoraConfig.from_pretrained(directory)
     except Exception as error:
-        raise ModelLoadError(f"reflection adapter {directory}: adapter_config.json is not a LoRA config ({one_line(error)})") from None
+        raise ModelLoadError(
+            f"reflection adapter {directory}: adapter_config.json is not a LoRA config ({one_line(error)})"
+        ) from None
     for field in ("modules_to_save", "target_parameters", "trainable_token_indices"):
         if getattr(config, field, None):  # these change weights outside the matched modules
-            raise ModelLoadError(f"reflection adapter {directory} sets {field}; a reflection adapter may only add LoRA to modules")
+            raise ModelLoadError(
+                f"reflection adapter {directory} sets {field}; a reflection adapter may only add LoRA to modules"
+            )
     try:
-        adapted = PeftModel.from_pretrained(copy_for_adapter(model, config), directory, config=config, use_safetensors=True)
+        adapted = PeftModel.from_pretrained(
+            copy_for_adapter(model, config), directory, config=config, use_safetensors=True
+        )
     except Exception as error:  # peft raises many kinds here; all mean "cannot load"
         raise ModelLoadError(f"reflection adapter {directory} could not be loaded ({one_line(error)})") from None
     return adapted.merge_and_unload().eval()

@@ -27,7 +27,17 @@ from .sampling import SeededSampler
 
 
 class JanusBackend:
-    def __init__(self, model: JanusForConditionalGeneration, tokenizer, image_processor, template: JanusTemplate, name: str, engine: str = DEFAULT_ENGINE, fast_compile: bool | None = None, reflect_model: JanusForConditionalGeneration | None = None):
+    def __init__(
+        self,
+        model: JanusForConditionalGeneration,
+        tokenizer,
+        image_processor,
+        template: JanusTemplate,
+        name: str,
+        engine: str = DEFAULT_ENGINE,
+        fast_compile: bool | None = None,
+        reflect_model: JanusForConditionalGeneration | None = None,
+    ):
         self.model = model.eval()
         # Texts about a picture (reflections) run on `reflect_model`: the model with its reflection
         # adapter merged in (adapters.py), or the model itself when it has none.
@@ -47,7 +57,9 @@ class JanusBackend:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.boi_id = tokenizer.convert_tokens_to_ids(tokenizer.boi_token)
         self.eoi_id = tokenizer.convert_tokens_to_ids(tokenizer.eoi_token)
-        self.special = SpecialTokens(bos=self.bos_id, boi=self.boi_id, pad=self.pad_id)  # guidance's drop rule reads these
+        self.special = SpecialTokens(
+            bos=self.bos_id, boi=self.boi_id, pad=self.pad_id
+        )  # guidance's drop rule reads these
         self.image_token_id = model.config.image_token_id
         self.num_image_tokens = model.config.vision_config.num_image_tokens
         vq = model.config.vq_config
@@ -69,11 +81,26 @@ class JanusBackend:
         )
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str = "cpu", dtype: torch.dtype | None = None, name: str | None = None, engine: str = DEFAULT_ENGINE) -> JanusBackend:
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        device: str = "cpu",
+        dtype: torch.dtype | None = None,
+        name: str | None = None,
+        engine: str = DEFAULT_ENGINE,
+    ) -> JanusBackend:
         """A backend over the Janus model in `directory` (`janus_loading.load_janus` reads it)."""
         check_engine(engine)
         parts = load_janus(Path(directory), device, dtype)
-        backend = cls(parts.model, parts.tokenizer, parts.image_processor, parts.template, name or str(directory), engine=engine, reflect_model=parts.reflect_model)
+        backend = cls(
+            parts.model,
+            parts.tokenizer,
+            parts.image_processor,
+            parts.template,
+            name or str(directory),
+            engine=engine,
+            reflect_model=parts.reflect_model,
+        )
         backend.model_dir = parts.directory  # the onnx engine keys its export cache on these files
         return backend
 
@@ -107,19 +134,32 @@ class JanusBackend:
         # A plan ends at end-of-sentence, or where the model starts drawing (begin-of-image): a
         # model trained on whole think-then-draw sequences writes the latter (T2I-R1's layout).
         ids = self.think_context_ids(prompt)
-        return self.generate_text(ids, None, seed, temperature, self.template.max_plan_tokens, stop_ids=[self.eos_id, self.boi_id])
+        return self.generate_text(
+            ids, None, seed, temperature, self.template.max_plan_tokens, stop_ids=[self.eos_id, self.boi_id]
+        )
 
-    def draw_images(self, prompt: str, plan: str | None, seeds: list[int], cfg_scale: float, temperature: float, top_k: int) -> list[DrawnImage]:
+    def draw_images(
+        self, prompt: str, plan: str | None, seeds: list[int], cfg_scale: float, temperature: float, top_k: int
+    ) -> list[DrawnImage]:
         tokens = self.generate_image_tokens(self.draw_context_ids(prompt, plan), seeds, cfg_scale, temperature, top_k)
         return [DrawnImage(image, row) for image, row in zip(self.decode_images(tokens), tokens.cpu())]
 
     def write_reflection(self, prompt: str, plan: str, image: Image.Image, seed: int, temperature: float) -> str:
         ids = self.reflect_context_ids(prompt, plan)
-        return self.generate_text(ids, self.pixel_values(image), seed, temperature, self.template.max_reflection_tokens, stop_ids=[self.eos_id])
+        return self.generate_text(
+            ids,
+            self.pixel_values(image),
+            seed,
+            temperature,
+            self.template.max_reflection_tokens,
+            stop_ids=[self.eos_id],
+        )
 
     # -- log-probabilities, for training on what was drawn ----------------------------------------
 
-    def token_logprobs(self, context_ids: list[int], plan_ids: list[int], image_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def token_logprobs(
+        self, context_ids: list[int], plan_ids: list[int], image_tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token log-probabilities of a plan and of the images drawn from it, in one forward pass.
 
         The sequence is `context_ids + plan_ids + [begin-of-image] + image_tokens[b]` for each row b
@@ -132,7 +172,10 @@ class JanusBackend:
         batch = image_tokens.shape[0]
         text_ids = torch.tensor([context_ids + plan_ids + [self.boi_id]], device=self.device).expand(batch, -1)
         embeddings = torch.cat(
-            [self.model.get_input_embeddings()(text_ids), self.model.prepare_embeddings_for_image_generation(image_tokens.to(self.device))],
+            [
+                self.model.get_input_embeddings()(text_ids),
+                self.model.prepare_embeddings_for_image_generation(image_tokens.to(self.device)),
+            ],
             dim=1,
         )  # (B, text + image tokens, hidden)
         hidden = self.model.model.language_model(inputs_embeds=embeddings).last_hidden_state
@@ -155,7 +198,7 @@ class JanusBackend:
         previous = (self.engine, self._runner, self._reflect_runner)
         self.engine, self._runner, self._reflect_runner = engine, None, None
         try:
-            self.runner, self.reflect_runner  # make them now, so a failure is reported here and not mid-draw
+            _ = self.runner, self.reflect_runner  # make them now, so a failure is reported here and not mid-draw
         except Exception:
             self.engine, self._runner, self._reflect_runner = previous
             raise
@@ -190,11 +233,27 @@ class JanusBackend:
                 break
         return self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
 
-    def generate_text(self, ids: list[int], pixel_values: torch.Tensor | None, seed: int, temperature: float, max_new_tokens: int, stop_ids: list[int]) -> str:
+    def generate_text(
+        self,
+        ids: list[int],
+        pixel_values: torch.Tensor | None,
+        seed: int,
+        temperature: float,
+        max_new_tokens: int,
+        stop_ids: list[int],
+    ) -> str:
         return self.generate_texts([ids], pixel_values, [seed], temperature, max_new_tokens, stop_ids)[0]
 
     @torch.no_grad()  # not inference_mode: its tensors cannot enter training later
-    def generate_texts(self, contexts: list[list[int]], pixel_values: torch.Tensor | None, seeds: list[int], temperature: float, max_new_tokens: int, stop_ids: list[int]) -> list[str]:
+    def generate_texts(
+        self,
+        contexts: list[list[int]],
+        pixel_values: torch.Tensor | None,
+        seeds: list[int],
+        temperature: float,
+        max_new_tokens: int,
+        stop_ids: list[int],
+    ) -> list[str]:
         """One text per context (all of one length), row k with seeds[k]; each what it gives alone.
 
         `pixel_values`: one picture per context (a reflection's, run on `reflect_model`), or None.
@@ -206,8 +265,11 @@ class JanusBackend:
             return [self.text_from_tokens(tokens, stop_ids) for tokens in rows]
         input_ids = torch.tensor(contexts, device=self.device)
         config = GenerationConfig(
-            bos_token_id=self.bos_id, eos_token_id=stop_ids, pad_token_id=self.pad_id,
-            max_new_tokens=max_new_tokens, do_sample=False,  # SeededSampler draws; greedy takes its pick
+            bos_token_id=self.bos_id,
+            eos_token_id=stop_ids,
+            pad_token_id=self.pad_id,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,  # SeededSampler draws; greedy takes its pick
         )
         # transformers runs the vision encoder whenever `pixel_values` is present, even for None;
         # features passed as encoder outputs go in at the image placeholders at prefill only.
@@ -221,21 +283,27 @@ class JanusBackend:
             logits_processor=LogitsProcessorList([SeededSampler(seeds, temperature, device=self.device)]),
             **image_inputs,
         )
-        return [self.text_from_tokens(tokens, stop_ids) for tokens in output[:, input_ids.shape[1]:].tolist()]
+        return [self.text_from_tokens(tokens, stop_ids) for tokens in output[:, input_ids.shape[1] :].tolist()]
 
-    def generate_image_tokens(self, context_ids: list[int], seeds: list[int], cfg_scale: float, temperature: float, top_k: int) -> torch.Tensor:
+    def generate_image_tokens(
+        self, context_ids: list[int], seeds: list[int], cfg_scale: float, temperature: float, top_k: int
+    ) -> torch.Tensor:
         """(len(seeds), num_image_tokens) image tokens of one context, guided by the prompt-dropped context."""
         return self.generate_image_token_rows([context_ids] * len(seeds), seeds, cfg_scale, temperature, top_k)
 
     @torch.no_grad()  # not inference_mode: its tensors cannot enter training later
-    def generate_image_token_rows(self, contexts: list[list[int]], seeds: list[int], cfg_scale: float, temperature: float, top_k: int) -> torch.Tensor:
+    def generate_image_token_rows(
+        self, contexts: list[list[int]], seeds: list[int], cfg_scale: float, temperature: float, top_k: int
+    ) -> torch.Tensor:
         """(len(seeds), num_image_tokens) image tokens, row k from contexts[k] (all of one length)
         with seeds[k], guided by its prompt-dropped context; each row what it gives alone."""
         if self.runner is not None:
             return self.runner.image_tokens(contexts, seeds, cfg_scale, temperature, top_k)
         input_ids = torch.tensor(contexts, device=self.device)
         config = GenerationConfig(
-            bos_token_id=self.bos_id, eos_token_id=self.eos_id, pad_token_id=self.pad_id,
+            bos_token_id=self.bos_id,
+            eos_token_id=self.eos_id,
+            pad_token_id=self.pad_id,
             generation_kwargs={"boi_token_id": self.boi_id},
             do_sample=False,
             # transformers always doubles the batch for guidance in image mode; scale 1 keeps its

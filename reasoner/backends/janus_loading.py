@@ -44,7 +44,9 @@ def load_janus(directory: Path, device: str = "cpu", dtype: torch.dtype | None =
     image_processor = load_image_processor(directory, model.config.vision_config.image_size)
     template = JanusTemplate.load(directory)
     model = model.to(device)
-    reflect_model = with_reflection_adapter(model, directory / template.reflect_adapter) if template.reflect_adapter else None
+    reflect_model = (
+        with_reflection_adapter(model, directory / template.reflect_adapter) if template.reflect_adapter else None
+    )
     return LoadedJanus(directory, model, tokenizer, image_processor, template, reflect_model)
 
 
@@ -102,4 +104,6 @@ def load_image_processor(directory: Path, image_size: int) -> JanusImageProcesso
     if (directory / "preprocessor_config.json").is_file():
         return JanusImageProcessorPil.from_pretrained(directory)
     # Janus and Janus-Pro normalise with SigLIP's mean and std of 0.5.
-    return JanusImageProcessorPil(size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    return JanusImageProcessorPil(
+        size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )

@@ -57,9 +57,16 @@ class JanusTemplate:
         if self.world not in WORLDS:
             raise ModelLoadError(f"{TEMPLATE_FILE}: world {self.world!r} is not one of {', '.join(WORLDS)}")
         if self.reflect_reads not in PICTURE_READERS:
-            raise ModelLoadError(f"{TEMPLATE_FILE}: reflect_reads {self.reflect_reads!r} is not one of {', '.join(PICTURE_READERS)}")
-        if self.reflect_adapter and (Path(self.reflect_adapter).is_absolute() or ".." in Path(self.reflect_adapter).parts):
-            raise ModelLoadError(f"{TEMPLATE_FILE}: reflect_adapter {self.reflect_adapter!r} must name a subdirectory of the model directory")
+            raise ModelLoadError(
+                f"{TEMPLATE_FILE}: reflect_reads {self.reflect_reads!r} is not one of {', '.join(PICTURE_READERS)}"
+            )
+        if self.reflect_adapter and (
+            Path(self.reflect_adapter).is_absolute() or ".." in Path(self.reflect_adapter).parts
+        ):
+            raise ModelLoadError(
+                f"{TEMPLATE_FILE}: reflect_adapter {self.reflect_adapter!r} must name a subdirectory"
+                " of the model directory"
+            )
         for name, keys in (("think", ["{prompt}"]), ("direct", ["{prompt}"]), ("reflect", ["{image}"])):
             for key in keys:
                 if key not in getattr(self, name):
@@ -96,9 +103,9 @@ JANUS_PRO_TEMPLATE = JanusTemplate(
     plan_prefix=" ",
     direct="<|User|>: {prompt}\n\n<|Assistant|>:",
     reflect=(
-        "<|User|>: {image}\nThis picture was drawn for the request \"{prompt}\" following the plan "
-        "\"{plan}\". Say what in the picture does not match the request. If something is wrong, end "
-        "with a corrected plan after \"Plan:\".\n\n<|Assistant|>:"
+        '<|User|>: {image}\nThis picture was drawn for the request "{prompt}" following the plan '
+        '"{plan}". Say what in the picture does not match the request. If something is wrong, end '
+        'with a corrected plan after "Plan:".\n\n<|Assistant|>:'
     ),
     world="open",
 )

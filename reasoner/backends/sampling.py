@@ -44,7 +44,9 @@ class SeededSampler(LogitsProcessor):
         return only_choice.scatter_(1, choice[:, None], 0.0)
 
 
-def sample_rows(scores: torch.Tensor, generators: list[torch.Generator], temperature: float, top_k: int) -> torch.Tensor:
+def sample_rows(
+    scores: torch.Tensor, generators: list[torch.Generator], temperature: float, top_k: int
+) -> torch.Tensor:
     """One token per row of `scores` (rows, vocab), row i drawn with generators[i]."""
     if len(generators) != scores.shape[0]:
         raise ValueError(f"{len(generators)} generators for {scores.shape[0]} rows")

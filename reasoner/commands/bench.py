@@ -1,7 +1,8 @@
 """`python -m reasoner bench`: the engines side by side, on the bundled model and on random models of
 Janus-Pro-1B's and -7B's shapes.
 
-    python -m reasoner bench --models shapes,tiny --engines hf,fast,onnx --batches 1,8,16 --json benchmarks/bench_cpu.json
+    python -m reasoner bench --models shapes,tiny --engines hf,fast,onnx --batches 1,8,16 \
+        --json benchmarks/bench_cpu.json
     python -m reasoner bench --models janus-pro-1b --device cuda --batches 1,16 --json benchmarks/bench_h100.json
 
 For each model, each batch and each engine: draw `batch` images with guidance (the batch is doubled
@@ -104,7 +105,12 @@ def load_model(spec: str, device: str):
 
 def weight_bytes_per_step(model) -> int:
     """Bytes of the weights one image decode step reads: the Llama layers, norm, aligner and head."""
-    parts = [model.model.language_model.layers, model.model.language_model.norm, model.model.generation_aligner, model.model.generation_head]
+    parts = [
+        model.model.language_model.layers,
+        model.model.language_model.norm,
+        model.model.generation_aligner,
+        model.model.generation_head,
+    ]
     return sum(p.numel() * p.element_size() for part in parts for p in part.parameters())
 
 
@@ -192,7 +198,9 @@ def bench_model(spec: str, engines: list[str], batches: list[int], device: str, 
     backends = {}
     for engine in engines:
         engine_name, fast_compile = ("fast", FAST_MODES[engine]) if engine in FAST_MODES else (engine, None)
-        backend = JanusBackend(model, tokenizer, image_processor, template, name=label, engine=engine_name, fast_compile=fast_compile)
+        backend = JanusBackend(
+            model, tokenizer, image_processor, template, name=label, engine=engine_name, fast_compile=fast_compile
+        )
         backend.model_dir = model_dir
         try:
             runner = backend.runner  # made here: an onnx export, sessions
@@ -209,8 +217,10 @@ def bench_model(spec: str, engines: list[str], batches: list[int], device: str, 
     steps = any_backend.num_image_tokens
     parameters = sum(p.numel() for p in model.parameters())
     bound_ms = 1000 * weight_bytes_per_step(model) / memory_bandwidth(device)
-    log(f"bench: {label}: {parameters / 1e6:.1f} M parameters, {steps} image tokens, context {len(context)} tokens; "
-        f"weight-streaming floor {bound_ms:.2f} ms a step")
+    log(
+        f"bench: {label}: {parameters / 1e6:.1f} M parameters, {steps} image tokens, context {len(context)} tokens; "
+        f"weight-streaming floor {bound_ms:.2f} ms a step"
+    )
 
     # time to the first plan token: prefill of the think context and one token, best of `repeats`
     first_token = {}
@@ -236,20 +246,34 @@ def bench_model(spec: str, engines: list[str], batches: list[int], device: str, 
         for round_ in range(repeats):
             for engine, backend in backends.items():
                 with PeakMemory(device, outside=engine == "onnx") as peak:
-                    seconds = time_call(device, lambda b=backend, s=seeds: b.generate_image_tokens(context, s, cfg, 1.0, 0))
+                    seconds = time_call(
+                        device, lambda b=backend, s=seeds: b.generate_image_tokens(context, s, cfg, 1.0, 0)
+                    )
                 rounds[engine].append(seconds)
                 peaks[engine] = max(peaks.get(engine, 0), peak.mb)
-                log(f"bench: {label} {engine} batch {batch} round {round_ + 1}/{repeats}: {seconds:.3f} s, "
-                    f"{1000 * seconds / steps:.2f} ms a step, {batch / seconds:.2f} images/s")
+                log(
+                    f"bench: {label} {engine} batch {batch} round {round_ + 1}/{repeats}: {seconds:.3f} s, "
+                    f"{1000 * seconds / steps:.2f} ms a step, {batch / seconds:.2f} images/s"
+                )
         for engine in engines:
             best = min(rounds[engine])
-            rows.append(Row(
-                model=label, engine=engine, batch=batch, images_per_s=round(batch / best, 3),
-                ms_per_step=round(1000 * best / steps, 3), peak_mem_mb=peaks[engine], seconds=round(best, 4),
-                first_plan_token_ms=round(first_token[engine], 2), rounds=[round(r, 4) for r in rounds[engine]],
-                parameters=parameters, dtype=str(model.dtype).removeprefix("torch."), image_tokens=steps,
-                bound_ms=round(bound_ms, 3),
-            ))
+            rows.append(
+                Row(
+                    model=label,
+                    engine=engine,
+                    batch=batch,
+                    images_per_s=round(batch / best, 3),
+                    ms_per_step=round(1000 * best / steps, 3),
+                    peak_mem_mb=peaks[engine],
+                    seconds=round(best, 4),
+                    first_plan_token_ms=round(first_token[engine], 2),
+                    rounds=[round(r, 4) for r in rounds[engine]],
+                    parameters=parameters,
+                    dtype=str(model.dtype).removeprefix("torch."),
+                    image_tokens=steps,
+                    bound_ms=round(bound_ms, 3),
+                )
+            )
     del backends, model
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
@@ -264,7 +288,8 @@ def speedups(rows: list[dict]) -> dict[tuple[str, str, int], float]:
     reference = {(r["model"], r["batch"]): r["images_per_s"] for r in rows if r["engine"] == "hf"}
     return {
         (r["model"], r["engine"], r["batch"]): r["images_per_s"] / reference[(r["model"], r["batch"])]
-        for r in rows if (r["model"], r["batch"]) in reference
+        for r in rows
+        if (r["model"], r["batch"]) in reference
     }
 
 
@@ -279,15 +304,21 @@ def markdown(device: str, rows: list[dict], command: str) -> str:
         "weight bytes / measured memory bandwidth for one decode step. Peak memory: torch's allocator peak",
         "on CUDA (plus ONNX Runtime's device memory for onnx), the process's resident memory on a CPU.",
         "",
-        "| model | engine | batch | images/s | ms per step | x hf | step / floor | peak memory MB | first plan token ms |",
+        "| model | engine | batch | images/s | ms per step | x hf | step / floor | peak memory MB"
+        " | first plan token ms |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         x = ratio.get((r["model"], r["engine"], r["batch"]))
         floor = r.get("bound_ms")
         cells = [
-            r["model"], r["engine"], r["batch"], f"{r['images_per_s']:.3f}", f"{r['ms_per_step']:.2f}",
-            "" if x is None else f"{x:.2f}", f"{r['ms_per_step'] / floor:.1f}" if floor else "",
+            r["model"],
+            r["engine"],
+            r["batch"],
+            f"{r['images_per_s']:.3f}",
+            f"{r['ms_per_step']:.2f}",
+            "" if x is None else f"{x:.2f}",
+            f"{r['ms_per_step'] / floor:.1f}" if floor else "",
             "" if r["peak_mem_mb"] is None else r["peak_mem_mb"],
             "" if r.get("first_plan_token_ms") is None else r["first_plan_token_ms"],
         ]
@@ -353,7 +384,11 @@ def run_bench(args) -> int:
     args.json.write_text(json.dumps({"device": device, "results": rows}, indent=2) + "\n")
     log(f"bench: wrote {args.json}")
     if args.results_md is not None:
-        command = "python -m reasoner bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "python -m reasoner bench"
+        command = (
+            "python -m reasoner bench " + " ".join(sys.argv[2:])
+            if sys.argv[1:2] == ["bench"]
+            else "python -m reasoner bench"
+        )
         update_results_md(args.results_md, device, markdown(device, rows, command))
         log(f"bench: updated {args.results_md}")
     print(markdown(device, rows, "python -m reasoner bench"))
@@ -366,16 +401,30 @@ def run_bench(args) -> int:
 
 def add_bench_command(commands) -> None:
     bench = commands.add_parser("bench", help="time the engines side by side; write JSON and a RESULTS.md section")
-    bench.add_argument("--models", default="shapes", help="comma-separated: shapes, tiny, janus-pro-1b, janus-pro-7b or Janus directories")
+    bench.add_argument(
+        "--models",
+        default="shapes",
+        help="comma-separated: shapes, tiny, janus-pro-1b, janus-pro-7b or Janus directories",
+    )
     bench.add_argument("--model", dest="models", help="same as --models")
-    bench.add_argument("--engines", default=None, help="comma-separated engines: hf, fast, onnx, and fast-eager / fast-compiled "
-                       "for the fast engine's step either way (default: hf,fast,onnx on CUDA; hf,fast,fast-compiled,onnx on a CPU)")
+    bench.add_argument(
+        "--engines",
+        default=None,
+        help="comma-separated engines: hf, fast, onnx, and fast-eager / fast-compiled "
+        "for the fast engine's step either way (default: hf,fast,onnx on CUDA; hf,fast,fast-compiled,onnx on a CPU)",
+    )
     bench.add_argument("--batches", default="1,8,16", help="comma-separated numbers of images drawn at once")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    bench.add_argument("--repeats", type=int, default=0, help="timed rounds per engine and batch (default 3 on CPU, 1 on CUDA)")
+    bench.add_argument(
+        "--repeats", type=int, default=0, help="timed rounds per engine and batch (default 3 on CPU, 1 on CUDA)"
+    )
     bench.add_argument("--cfg", type=float, default=5.0, help="guidance scale")
     bench.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's own choice)")
     bench.add_argument("--json", type=Path, required=True, help="write results here")
-    bench.add_argument("--results-md", type=Path, default=RESULTS_MD, help="RESULTS.md to update with a section for this device")
-    bench.add_argument("--no-results-md", dest="results_md", action="store_const", const=None, help="leave RESULTS.md alone")
+    bench.add_argument(
+        "--results-md", type=Path, default=RESULTS_MD, help="RESULTS.md to update with a section for this device"
+    )
+    bench.add_argument(
+        "--no-results-md", dest="results_md", action="store_const", const=None, help="leave RESULTS.md alone"
+    )
     bench.set_defaults(run=run_bench)

@@ -15,11 +15,27 @@ import torch
 
 
 def add_export_command(commands) -> None:
-    export = commands.add_parser("export-onnx", help="export a model's decoder step, heads and VQ decoder to ONNX (cached by model hash)")
-    export.add_argument("--model", default=os.environ.get("REASONER_MODEL", "shapes"), help="catalog name (shapes) or a local Hugging Face Janus directory")
-    export.add_argument("--out", type=Path, default=None, help="cache directory; the graphs go to OUT/<model hash>/ "
-                        "(default: $REASONER_ONNX_CACHE or ~/.cache/reasoner-studio/onnx, where --engine onnx looks)")
-    export.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="the device the graphs are for: float32 graphs for cpu, float16 for cuda (where models load in bfloat16)")
+    export = commands.add_parser(
+        "export-onnx", help="export a model's decoder step, heads and VQ decoder to ONNX (cached by model hash)"
+    )
+    export.add_argument(
+        "--model",
+        default=os.environ.get("REASONER_MODEL", "shapes"),
+        help="catalog name (shapes) or a local Hugging Face Janus directory",
+    )
+    export.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="cache directory; the graphs go to OUT/<model hash>/ "
+        "(default: $REASONER_ONNX_CACHE or ~/.cache/reasoner-studio/onnx, where --engine onnx looks)",
+    )
+    export.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="the device the graphs are for: float32 graphs for cpu, float16 for cuda (where models load in bfloat16)",
+    )
     export.set_defaults(run=run_export)
 
 

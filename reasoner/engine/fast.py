@@ -2,7 +2,9 @@
 
     engine = FastEngine(model, SpecialTokens(bos=..., boi=..., pad=...))
     tokens = engine.image_tokens([context_ids] * 3, seeds=[0, 1, 2], cfg_scale=5.0, temperature=1.0, top_k=0)
-    plans = engine.text_tokens([ids_a, ids_b], None, seeds=[0, 1], temperature=0.0, max_new_tokens=96, stop_ids=[eos, boi])
+    plans = engine.text_tokens(
+        [ids_a, ids_b], None, seeds=[0, 1], temperature=0.0, max_new_tokens=96, stop_ids=[eos, boi]
+    )
 
 Row k of a call comes from contexts[k] and seeds[k]; the contexts of one call have one length.
 
@@ -84,7 +86,16 @@ class FastDecoder(nn.Module):
     shared by all decoders of an engine.
     """
 
-    def __init__(self, janus: nn.Module, weights: Weights, rows: int, max_len: int, vocab: int, candidates: int, exact_reads: bool):
+    def __init__(
+        self,
+        janus: nn.Module,
+        weights: Weights,
+        rows: int,
+        max_len: int,
+        vocab: int,
+        candidates: int,
+        exact_reads: bool,
+    ):
         super().__init__()
         self.janus = janus
         self.weights = weights
@@ -94,7 +105,8 @@ class FastDecoder(nn.Module):
         weight = language_model.embed_tokens.weight
         device, dtype = weight.device, weight.dtype
         self.caches = nn.ModuleList(
-            KVCache(rows, self.shape.kv_heads, max_len, self.shape.head_dim, dtype, device) for _ in range(self.shape.layers)
+            KVCache(rows, self.shape.kv_heads, max_len, self.shape.head_dim, dtype, device)
+            for _ in range(self.shape.layers)
         )
         cos, sin = rope_tables(language_model.rotary_emb, max_len, dtype)
         self.register_buffer("rope_cos", cos, persistent=False)
@@ -132,7 +144,9 @@ class FastDecoder(nn.Module):
             cache.v[:, :, :length] = v if cache_rows is None else v.index_select(0, cache_rows)
             return y
 
-        return run_layers(self.weights, self.language_model, self.shape, x, self.rope_cos[:length], self.rope_sin[:length], attend)
+        return run_layers(
+            self.weights, self.language_model, self.shape, x, self.rope_cos[:length], self.rope_sin[:length], attend
+        )
 
     def forward_one(self, x: torch.Tensor, input_pos: torch.Tensor, kv_positions: torch.Tensor) -> torch.Tensor:
         """One position for every row: x (rows, 1, hidden) at input_pos (1,) -> hidden (rows, hidden).
@@ -143,28 +157,58 @@ class FastDecoder(nn.Module):
         length = kv_positions.shape[0]
         # additive mask, made once a step for every layer: 0 up to input_pos, -inf after; none when
         # the positions read end at input_pos (eager steps read exactly that far)
-        mask = None if self.exact_reads else torch.zeros(1, 1, 1, length, dtype=x.dtype, device=x.device).masked_fill(kv_positions > input_pos, float("-inf"))
+        mask = (
+            None
+            if self.exact_reads
+            else torch.zeros(1, 1, 1, length, dtype=x.dtype, device=x.device).masked_fill(
+                kv_positions > input_pos, float("-inf")
+            )
+        )
         gqa = self.shape.kv_heads != self.shape.heads
 
         def attend(i: int, layer, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             cache = self.caches[i]
             cache.update(input_pos, k, v)
             keys, values = cache.k[:, :, :length], cache.v[:, :, :length]  # (rows, kv_heads, L, hd)
-            return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=layer.self_attn.scaling, enable_gqa=gqa)
+            return F.scaled_dot_product_attention(
+                q, keys, values, attn_mask=mask, scale=layer.self_attn.scaling, enable_gqa=gqa
+            )
 
-        return run_layers(self.weights, self.language_model, self.shape, x, self.rope_cos[input_pos], self.rope_sin[input_pos], attend)
+        return run_layers(
+            self.weights, self.language_model, self.shape, x, self.rope_cos[input_pos], self.rope_sin[input_pos], attend
+        )
 
     # The decode steps take what changes between steps (position, noise, sampling settings) as
     # arguments, not through `self`: a step compiled on a CPU with inductor's freezing folds every
     # tensor it reads through `self` into the graph as a constant (the KV caches it writes excepted).
 
-    def decode_image_token(self, tokens: torch.Tensor, input_pos: torch.Tensor, kv_positions: torch.Tensor, noise: torch.Tensor, cfg_scale: torch.Tensor, temperature: torch.Tensor, sample: bool, top_k: int) -> torch.Tensor:
+    def decode_image_token(
+        self,
+        tokens: torch.Tensor,
+        input_pos: torch.Tensor,
+        kv_positions: torch.Tensor,
+        noise: torch.Tensor,
+        cfg_scale: torch.Tensor,
+        temperature: torch.Tensor,
+        sample: bool,
+        top_k: int,
+    ) -> torch.Tensor:
         """The next image token of each candidate (B,), given the previous ones (B,). Rows are 2B."""
         x = self.weights.embed_image(torch.cat([tokens, tokens])[:, None])  # (2B, 1, hidden)
         logits = self.weights.image_logits(self.forward_one(x, input_pos, kv_positions))  # (2B, vocab)
         return pick(guided(logits, cfg_scale), noise if sample else None, temperature, top_k)
 
-    def decode_text_token(self, tokens: torch.Tensor, input_pos: torch.Tensor, kv_positions: torch.Tensor, noise: torch.Tensor, cfg_scale: torch.Tensor, temperature: torch.Tensor, sample: bool, top_k: int) -> torch.Tensor:
+    def decode_text_token(
+        self,
+        tokens: torch.Tensor,
+        input_pos: torch.Tensor,
+        kv_positions: torch.Tensor,
+        noise: torch.Tensor,
+        cfg_scale: torch.Tensor,
+        temperature: torch.Tensor,
+        sample: bool,
+        top_k: int,
+    ) -> torch.Tensor:
         x = self.janus.get_input_embeddings()(tokens[:, None])  # (rows, 1, hidden)
         logits = self.weights.text_logits(self.forward_one(x, input_pos, kv_positions))  # (rows, vocab)
         return pick(guided(logits, None), noise if sample else None, temperature, top_k)
@@ -175,7 +219,14 @@ class FastEngine:
 
     name = "fast"
 
-    def __init__(self, janus: nn.Module, special: SpecialTokens, compile: bool | None = None, fused_copies: bool | None = None, progress: bool = False):
+    def __init__(
+        self,
+        janus: nn.Module,
+        special: SpecialTokens,
+        compile: bool | None = None,
+        fused_copies: bool | None = None,
+        progress: bool = False,
+    ):
         self.janus = janus
         self.special = special
         self.device = janus.lm_head.weight.device
@@ -207,7 +258,9 @@ class FastEngine:
         decoder, step = self.decoders.pop(key, None), self.steps.pop(key, None)  # put back last: most recent
         if decoder is None or decoder.max_len < max_len or decoder.rope_cos.device != self.device:
             vocab, candidates = (self.image_vocab, rows // 2) if kind == "image" else (self.text_vocab, rows)
-            decoder = FastDecoder(self.janus, self.weights, rows, round_up(max_len, CACHE_ROUND), vocab, candidates, self.exact_reads)
+            decoder = FastDecoder(
+                self.janus, self.weights, rows, round_up(max_len, CACHE_ROUND), vocab, candidates, self.exact_reads
+            )
             step = decoder.decode_image_token if kind == "image" else decoder.decode_text_token
             if self.compile:
                 self.log(f"fast engine: compiling the {kind} decode step for {rows} rows (first steps are slow)")
@@ -218,7 +271,9 @@ class FastEngine:
             del self.decoders[oldest], self.steps[oldest]
         return decoder
 
-    def decode(self, kind: str, decoder: FastDecoder, tokens: torch.Tensor, position: int, sample: bool, top_k: int) -> torch.Tensor:
+    def decode(
+        self, kind: str, decoder: FastDecoder, tokens: torch.Tensor, position: int, sample: bool, top_k: int
+    ) -> torch.Tensor:
         """One compiled (or eager) decode step at `position`; returns the next tokens (a fresh tensor)."""
         # CUDA graphs: read up to a bucket's end (one graph a bucket), masked; else exactly what exists
         length = position + 1 if self.exact_reads else min(decoder.max_len, round_up(position + 1, BUCKET))
@@ -228,7 +283,16 @@ class FastEngine:
             torch.compiler.cudagraph_mark_step_begin()
         decoder.input_pos.fill_(position)  # on the device, queued: no host-to-device copy, no sync
         step = self.steps[(kind, decoder.rows)]
-        next_tokens = step(tokens, decoder.input_pos, kv_positions, decoder.noise, decoder.cfg_scale, decoder.temperature, sample, top_k)
+        next_tokens = step(
+            tokens,
+            decoder.input_pos,
+            kv_positions,
+            decoder.noise,
+            decoder.cfg_scale,
+            decoder.temperature,
+            sample,
+            top_k,
+        )
         return next_tokens.clone()  # clone: CUDA graph outputs are reused
 
     def refresh_weights(self) -> None:
@@ -237,7 +301,9 @@ class FastEngine:
             self.decoders.clear()
             self.steps.clear()
 
-    def set_sampling(self, decoder: FastDecoder, seeds: list[int], cfg_scale: float | None, temperature: float) -> RowNoise | None:
+    def set_sampling(
+        self, decoder: FastDecoder, seeds: list[int], cfg_scale: float | None, temperature: float
+    ) -> RowNoise | None:
         decoder.cfg_scale.fill_(1.0 if cfg_scale is None else cfg_scale)
         decoder.temperature.fill_(temperature if temperature > 0 else 1.0)
         return RowNoise(seeds, decoder.noise) if temperature > 0 else None
@@ -248,19 +314,32 @@ class FastEngine:
 
     # -- the two token loops ----------------------------------------------------------------------
 
-    def image_tokens(self, contexts: list[list[int]], seeds: list[int], cfg_scale: float, temperature: float, top_k: int) -> torch.Tensor:
+    def image_tokens(
+        self, contexts: list[list[int]], seeds: list[int], cfg_scale: float, temperature: float, top_k: int
+    ) -> torch.Tensor:
         """(len(seeds), num_image_tokens) image tokens: row k from contexts[k] with seeds[k], guided
         by its prompt-dropped context."""
         with self.lock, torch.no_grad():
             return self._image_tokens(contexts, seeds, cfg_scale, temperature, top_k)
 
-    def text_tokens(self, contexts: list[list[int]], image_features: torch.Tensor | None, seeds: list[int], temperature: float, max_new_tokens: int, stop_ids: list[int], top_k: int = 0) -> list[list[int]]:
+    def text_tokens(
+        self,
+        contexts: list[list[int]],
+        image_features: torch.Tensor | None,
+        seeds: list[int],
+        temperature: float,
+        max_new_tokens: int,
+        stop_ids: list[int],
+        top_k: int = 0,
+    ) -> list[list[int]]:
         """New tokens after each context, up to and including its first stop token (at most
         max_new_tokens). `image_features`: one picture's (tokens, hidden) per context, for reflections."""
         with self.lock, torch.no_grad():
             return self._text_tokens(contexts, image_features, seeds, temperature, max_new_tokens, stop_ids, top_k)
 
-    def _image_tokens(self, contexts: list[list[int]], seeds: list[int], cfg_scale: float, temperature: float, top_k: int) -> torch.Tensor:
+    def _image_tokens(
+        self, contexts: list[list[int]], seeds: list[int], cfg_scale: float, temperature: float, top_k: int
+    ) -> torch.Tensor:
         batch, length, count = len(seeds), len(contexts[0]), self.num_image_tokens
         assert len(contexts) == batch and all(len(c) == length for c in contexts), "one context of one length per seed"
         # 1. The distinct conditional and unconditional contexts, and a decoder for 2B rows
@@ -283,7 +362,16 @@ class FastEngine:
             tokens[:, i] = self.decode("image", decoder, tokens[:, i - 1], length + i - 1, sample, top_k)
         return tokens
 
-    def _text_tokens(self, contexts: list[list[int]], image_features: torch.Tensor | None, seeds: list[int], temperature: float, max_new_tokens: int, stop_ids: list[int], top_k: int) -> list[list[int]]:
+    def _text_tokens(
+        self,
+        contexts: list[list[int]],
+        image_features: torch.Tensor | None,
+        seeds: list[int],
+        temperature: float,
+        max_new_tokens: int,
+        stop_ids: list[int],
+        top_k: int,
+    ) -> list[list[int]]:
         rows, length = len(contexts), len(contexts[0])
         assert len(seeds) == rows and all(len(c) == length for c in contexts), "one context of one length per seed"
         input_ids = torch.tensor(contexts, device=self.device)
@@ -331,7 +419,9 @@ def compiled_step(step, decoder: FastDecoder):
     return run
 
 
-def decode_until_stopped(first: torch.Tensor, max_new_tokens: int, stop_ids: list[int], step, noise: RowNoise | None) -> list[list[int]]:
+def decode_until_stopped(
+    first: torch.Tensor, max_new_tokens: int, stop_ids: list[int], step, noise: RowNoise | None
+) -> list[list[int]]:
     """Tokens (rows,) a step from `first` until every row has written a stop token, or
     max_new_tokens; each row cut after its first stop. `step(token, written)` gives the next tokens.
 

@@ -56,11 +56,23 @@ class Weights(nn.Module):
 
     def linears(self) -> list[nn.Linear]:
         language_model = self.janus.model.language_model
-        found = [self.janus.lm_head, self.janus.model.generation_head.proj_out, self.janus.model.generation_head.vision_head]
+        found = [
+            self.janus.lm_head,
+            self.janus.model.generation_head.proj_out,
+            self.janus.model.generation_head.vision_head,
+        ]
         found += [self.janus.model.generation_aligner.fc1, *self.janus.model.generation_aligner.hidden_layers]
         for layer in language_model.layers:
             attn, block = layer.self_attn, layer.mlp
-            found += [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, block.gate_proj, block.up_proj, block.down_proj]
+            found += [
+                attn.q_proj,
+                attn.k_proj,
+                attn.v_proj,
+                attn.o_proj,
+                block.gate_proj,
+                block.up_proj,
+                block.down_proj,
+            ]
         return found
 
     def versions(self) -> list[tuple[int, int]]:
@@ -78,7 +90,11 @@ class Weights(nn.Module):
         aligner, head = self.janus.model.generation_aligner, self.janus.model.generation_head
         for j, linear in enumerate([aligner.fc1, *aligner.hidden_layers]):
             tensors[f"aligner_{j}"] = t(linear)
-        tensors["proj_out"], tensors["vision_head"], tensors["lm_head"] = t(head.proj_out), t(head.vision_head), t(self.janus.lm_head)
+        tensors["proj_out"], tensors["vision_head"], tensors["lm_head"] = (
+            t(head.proj_out),
+            t(head.vision_head),
+            t(self.janus.lm_head),
+        )
         return tensors
 
     def refresh(self) -> bool:
@@ -125,7 +141,9 @@ class Weights(nn.Module):
     def image_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The generation head (JanusVQVAEHead): (R, hidden) -> (R, image vocab)."""
         head = self.janus.model.generation_head
-        return self.linear("vision_head", head.vision_head, head.activation_fn(self.linear("proj_out", head.proj_out, hidden)))
+        return self.linear(
+            "vision_head", head.vision_head, head.activation_fn(self.linear("proj_out", head.proj_out, hidden))
+        )
 
     def text_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.linear("lm_head", self.janus.lm_head, hidden)

@@ -63,7 +63,15 @@ def rope_tables(rotary: nn.Module, length: int, dtype: torch.dtype) -> tuple[tor
 Attend = Callable[[int, nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def attention_inputs(weights: Weights, i: int, layer: nn.Module, shape: DecoderShape, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def attention_inputs(
+    weights: Weights,
+    i: int,
+    layer: nn.Module,
+    shape: DecoderShape,
+    x: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
     """Rotated q (rows, heads, T, hd), rotated k and v (rows, kv_heads, T, hd) of x (rows, T, hidden)."""
     rows, length, _ = x.shape
     s = shape
@@ -80,7 +88,15 @@ def finish_block(weights: Weights, i: int, layer: nn.Module, x: torch.Tensor, y:
     return x + weights.mlp(i, layer.mlp, rms_norm(x, layer.post_attention_layernorm))
 
 
-def run_layers(weights: Weights, language_model: nn.Module, shape: DecoderShape, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend: Attend) -> torch.Tensor:
+def run_layers(
+    weights: Weights,
+    language_model: nn.Module,
+    shape: DecoderShape,
+    x: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    attend: Attend,
+) -> torch.Tensor:
     """x (rows, T, hidden) at the positions of cos/sin (T, hd) through every layer -> the last
     position's hidden state (rows, hidden), after the final norm."""
     for i, layer in enumerate(language_model.layers):

@@ -2,8 +2,8 @@
 
     python -m reasoner export-onnx --model DIR [--device cpu|cuda] [--out CACHE_DIR]
 
-(the command is `reasoner/commands/export_onnx.py`) writes CACHE_DIR/<hash>/ with six graphs (torch.onnx.export, the torch.export-based exporter,
-opset 18), each a small module over the model's own weights:
+(the command is `reasoner/commands/export_onnx.py`) writes CACHE_DIR/<hash>/ with six graphs
+(torch.onnx.export, the torch.export-based exporter, opset 18), each a small module over the model's own weights:
 
 | file                  | inputs -> outputs                                                          |
 | --------------------- | -------------------------------------------------------------------------- |
@@ -99,7 +99,9 @@ class DecoderStep(nn.Module):
             scores = scores.masked_fill(~mask, float("-inf")).softmax(-1)
             return scores @ v  # (R, heads, T, d)
 
-        hidden = run_layers(self.weights, self.language_model, s, x, self.rope_cos[positions], self.rope_sin[positions], attend)
+        hidden = run_layers(
+            self.weights, self.language_model, s, x, self.rope_cos[positions], self.rope_sin[positions], attend
+        )
         return (hidden, *presents)
 
 
@@ -173,7 +175,9 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def ensure_exported(janus: nn.Module, model_dir: Path | None, dtype: torch.dtype, cache_dir: Path | None = None) -> Path:
+def ensure_exported(
+    janus: nn.Module, model_dir: Path | None, dtype: torch.dtype, cache_dir: Path | None = None
+) -> Path:
     """The directory with this model's graphs in `dtype`, exporting them on first use."""
     key = model_key(janus, model_dir, dtype)
     directory = exported_dir(cache_dir or default_cache_dir(), key)
@@ -199,7 +203,11 @@ def export_all(janus: nn.Module, directory: Path, dtype: torch.dtype) -> None:
         janus = copy.deepcopy(janus).to("cpu", dtype)
     directory.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=directory.name + ".", dir=directory.parent))
-    rows, length, past = Dim("rows", min=1, max=4096), Dim("length", min=1, max=max_positions), Dim("past", min=0, max=max_positions)
+    rows, length, past = (
+        Dim("rows", min=1, max=4096),
+        Dim("length", min=1, max=max_positions),
+        Dim("past", min=0, max=max_positions),
+    )
     # example sizes: distinct and > 1, so the exporter keeps every size symbolic
     r, t, p = 3, 5, 7
     embeds = torch.randn(r, t, hidden, dtype=dtype)
@@ -207,14 +215,54 @@ def export_all(janus: nn.Module, directory: Path, dtype: torch.dtype) -> None:
     names = [f"past_{kind}_{i}" for i in range(shape.layers) for kind in ("key", "value")]
     outputs = ["hidden"] + [f"present_{kind}_{i}" for i in range(shape.layers) for kind in ("key", "value")]
     graphs = [
-        ("decoder_step", DecoderStep(janus, max_positions), (embeds, *pasts), ["inputs_embeds", *names], outputs,
-         ({0: rows, 1: length}, tuple({0: rows, 2: past} for _ in pasts))),
-        ("text_embed", TextEmbed(janus), (torch.zeros(r, t, dtype=torch.long),), ["input_ids"], ["inputs_embeds"], ({0: rows, 1: length},)),
-        ("image_embed", ImageEmbed(janus), (torch.zeros(r, 1, dtype=torch.long),), ["image_ids"], ["inputs_embeds"], ({0: rows},)),
-        ("text_head", Head(janus.lm_head), (torch.randn(r, hidden, dtype=dtype),), ["hidden"], ["logits"], ({0: rows},)),
-        ("image_head", Head(janus.model.generation_head), (torch.randn(r, hidden, dtype=dtype),), ["hidden"], ["logits"], ({0: rows},)),
-        ("vq_decoder", VQDecoder(janus), (torch.zeros(2, config.vision_config.num_image_tokens, dtype=torch.long),),
-         ["image_ids"], ["pixels"], ({0: Dim("images", min=1, max=4096)},)),
+        (
+            "decoder_step",
+            DecoderStep(janus, max_positions),
+            (embeds, *pasts),
+            ["inputs_embeds", *names],
+            outputs,
+            ({0: rows, 1: length}, tuple({0: rows, 2: past} for _ in pasts)),
+        ),
+        (
+            "text_embed",
+            TextEmbed(janus),
+            (torch.zeros(r, t, dtype=torch.long),),
+            ["input_ids"],
+            ["inputs_embeds"],
+            ({0: rows, 1: length},),
+        ),
+        (
+            "image_embed",
+            ImageEmbed(janus),
+            (torch.zeros(r, 1, dtype=torch.long),),
+            ["image_ids"],
+            ["inputs_embeds"],
+            ({0: rows},),
+        ),
+        (
+            "text_head",
+            Head(janus.lm_head),
+            (torch.randn(r, hidden, dtype=dtype),),
+            ["hidden"],
+            ["logits"],
+            ({0: rows},),
+        ),
+        (
+            "image_head",
+            Head(janus.model.generation_head),
+            (torch.randn(r, hidden, dtype=dtype),),
+            ["hidden"],
+            ["logits"],
+            ({0: rows},),
+        ),
+        (
+            "vq_decoder",
+            VQDecoder(janus),
+            (torch.zeros(2, config.vision_config.num_image_tokens, dtype=torch.long),),
+            ["image_ids"],
+            ["pixels"],
+            ({0: Dim("images", min=1, max=4096)},),
+        ),
     ]
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
     for name, module, args, input_names, output_names, dynamic in graphs:
@@ -222,14 +270,34 @@ def export_all(janus: nn.Module, directory: Path, dtype: torch.dtype) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                module.eval(), args, temporary / f"{name}.onnx", input_names=input_names, output_names=output_names,
-                dynamic_shapes=dynamic, opset_version=OPSET, dynamo=True, external_data=True, verbose=False,
+                module.eval(),
+                args,
+                temporary / f"{name}.onnx",
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_shapes=dynamic,
+                opset_version=OPSET,
+                dynamo=True,
+                external_data=True,
+                verbose=False,
             )
-    (temporary / "export.json").write_text(json.dumps({
-        "export_version": EXPORT_VERSION, "opset": OPSET, "dtype": str(dtype).removeprefix("torch."),
-        "layers": shape.layers, "kv_heads": shape.kv_heads, "head_dim": shape.head_dim, "hidden": hidden,
-        "graphs": list(GRAPHS), "torch": torch.__version__,
-    }, indent=2) + "\n")
+    (temporary / "export.json").write_text(
+        json.dumps(
+            {
+                "export_version": EXPORT_VERSION,
+                "opset": OPSET,
+                "dtype": str(dtype).removeprefix("torch."),
+                "layers": shape.layers,
+                "kv_heads": shape.kv_heads,
+                "head_dim": shape.head_dim,
+                "hidden": hidden,
+                "graphs": list(GRAPHS),
+                "torch": torch.__version__,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     if directory.exists():
         shutil.rmtree(directory)
     temporary.rename(directory)

@@ -52,13 +52,19 @@ class Graph:
                     print(f"onnx engine: preloading CUDA libraries failed ({error})", file=sys.stderr)
             # torch's stream: torch writes an input, ORT reads it, in order, with no extra sync
             stream = torch.cuda.current_stream(device).cuda_stream
-            options_cuda = {"device_id": self.device_id, "user_compute_stream": str(stream), "use_tf32": "0"}  # fp32 stays fp32
+            options_cuda = {
+                "device_id": self.device_id,
+                "user_compute_stream": str(stream),
+                "use_tf32": "0",
+            }  # fp32 stays fp32
             providers = [("CUDAExecutionProvider", options_cuda)]
         else:
             providers = ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(path), options, providers=providers)
         if device.type == "cuda" and "CUDAExecutionProvider" not in self.session.get_providers():
-            raise RuntimeError(f"ONNX Runtime has no working CUDA execution provider here (it has {self.session.get_providers()})")
+            raise RuntimeError(
+                f"ONNX Runtime has no working CUDA execution provider here (it has {self.session.get_providers()})"
+            )
 
     def empty(self, shape: tuple[int, ...], dtype: torch.dtype):
         return self.ort.OrtValue.ortvalue_from_shape_and_type(shape, ORT_TYPES[dtype], self.device_type, self.device_id)
@@ -69,14 +75,23 @@ class Graph:
         binding = self.session.io_binding()
         for name, value in inputs.items():
             if isinstance(value, torch.Tensor):
-                binding.bind_input(name, self.device_type, self.device_id, ORT_TYPES[value.dtype], tuple(value.shape), value.data_ptr())
+                binding.bind_input(
+                    name, self.device_type, self.device_id, ORT_TYPES[value.dtype], tuple(value.shape), value.data_ptr()
+                )
             else:
                 binding.bind_ortvalue_input(name, value)
         for name, tensor in outputs.items():
             if tensor is None:
                 binding.bind_output(name, self.device_type, self.device_id)
             else:
-                binding.bind_output(name, self.device_type, self.device_id, ORT_TYPES[tensor.dtype], tuple(tensor.shape), tensor.data_ptr())
+                binding.bind_output(
+                    name,
+                    self.device_type,
+                    self.device_id,
+                    ORT_TYPES[tensor.dtype],
+                    tuple(tensor.shape),
+                    tensor.data_ptr(),
+                )
         self.session.run_with_iobinding(binding)
         allocated = [name for name, tensor in outputs.items() if tensor is None]
         values = binding.get_outputs()
@@ -87,7 +102,14 @@ class Graph:
 class OnnxEngine:
     name = "onnx"
 
-    def __init__(self, janus, special: SpecialTokens, model_dir: Path | None = None, cache_dir: Path | None = None, progress: bool = True):
+    def __init__(
+        self,
+        janus,
+        special: SpecialTokens,
+        model_dir: Path | None = None,
+        cache_dir: Path | None = None,
+        progress: bool = True,
+    ):
         self.janus = janus
         self.special = special
         self.device = janus.lm_head.weight.device
@@ -106,7 +128,10 @@ class OnnxEngine:
         self.past_names = [f"past_{kind}_{i}" for i in range(self.layers) for kind in ("key", "value")]
         self.present_names = [f"present_{kind}_{i}" for i in range(self.layers) for kind in ("key", "value")]
         if self.progress:
-            print(f"onnx engine: {self.directory} on {self.graphs['decoder_step'].session.get_providers()[0]}", file=sys.stderr)
+            print(
+                f"onnx engine: {self.directory} on {self.graphs['decoder_step'].session.get_providers()[0]}",
+                file=sys.stderr,
+            )
 
     # -- graph calls ------------------------------------------------------------------------------
 
@@ -145,7 +170,9 @@ class OnnxEngine:
     # -- the two token loops ----------------------------------------------------------------------
 
     @torch.no_grad()
-    def image_tokens(self, contexts: list[list[int]], seeds: list[int], cfg_scale: float, temperature: float, top_k: int) -> torch.Tensor:
+    def image_tokens(
+        self, contexts: list[list[int]], seeds: list[int], cfg_scale: float, temperature: float, top_k: int
+    ) -> torch.Tensor:
         """(len(seeds), num_image_tokens) image tokens: row k from contexts[k] (one length) with seeds[k]."""
         batch, count = len(seeds), self.num_image_tokens
         assert len(contexts) == batch, "one context per seed"
@@ -163,7 +190,16 @@ class OnnxEngine:
         return tokens
 
     @torch.no_grad()
-    def text_tokens(self, contexts: list[list[int]], image_features: torch.Tensor | None, seeds: list[int], temperature: float, max_new_tokens: int, stop_ids: list[int], top_k: int = 0) -> list[list[int]]:
+    def text_tokens(
+        self,
+        contexts: list[list[int]],
+        image_features: torch.Tensor | None,
+        seeds: list[int],
+        temperature: float,
+        max_new_tokens: int,
+        stop_ids: list[int],
+        top_k: int = 0,
+    ) -> list[list[int]]:
         """New tokens after each context (one length), up to and including its first stop token."""
         assert len(contexts) == len(seeds), "one context per seed"
         input_ids = torch.tensor(contexts, device=self.device)
@@ -190,5 +226,7 @@ class OnnxEngine:
         """(B, side, side, 3) pixels, roughly in [-1, 1], from the VQ decoder graph."""
         side = self.janus.config.vq_config.num_patches * 2 ** (len(self.janus.config.vq_config.channel_multiplier) - 1)
         pixels = torch.empty(tokens.shape[0], side, side, 3, dtype=self.dtype, device=self.device)
-        self.graphs["vq_decoder"].run({"image_ids": tokens.to(self.device, torch.long).contiguous()}, {"pixels": pixels})
+        self.graphs["vq_decoder"].run(
+            {"image_ids": tokens.to(self.device, torch.long).contiguous()}, {"pixels": pixels}
+        )
         return pixels

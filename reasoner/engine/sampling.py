@@ -43,7 +43,9 @@ def probabilities(scores: torch.Tensor, temperature: torch.Tensor | float, top_k
     return torch.softmax(scores, dim=-1)
 
 
-def pick(scores: torch.Tensor, noise: torch.Tensor | None, temperature: torch.Tensor | float, top_k: int) -> torch.Tensor:
+def pick(
+    scores: torch.Tensor, noise: torch.Tensor | None, temperature: torch.Tensor | float, top_k: int
+) -> torch.Tensor:
     """(rows,) token ids. `noise` None is greedy (temperature 0); else (rows, vocab) Exp(1) noise."""
     if noise is None:
         return scores.argmax(-1)

@@ -93,9 +93,7 @@ def _as_pixels(image: Image.Image | np.ndarray) -> np.ndarray:
         image = np.asarray(image.convert("RGB"))
     pixels = np.asarray(image)
     if pixels.shape != (CANVAS_SIZE, CANVAS_SIZE, 3):
-        raise ValueError(
-            f"expected a {CANVAS_SIZE}x{CANVAS_SIZE} RGB image, got an array of shape {pixels.shape}"
-        )
+        raise ValueError(f"expected a {CANVAS_SIZE}x{CANVAS_SIZE} RGB image, got an array of shape {pixels.shape}")
     return pixels.astype(np.float32)
 
 

@@ -111,7 +111,7 @@ def split_plan_text(text: str) -> tuple[str, str]:
     markers = list(_PLAN_MARKER.finditer(text))
     if not markers:
         return "", text.strip()
-    return text[: markers[-1].start()].strip(), text[markers[-1].end():].strip()
+    return text[: markers[-1].start()].strip(), text[markers[-1].end() :].strip()
 
 
 def extract_plan_text(text: str) -> str:
@@ -182,14 +182,10 @@ def format_plan(scene: Scene) -> str:
     return "; ".join(obj.clause() for obj in scene.objects)
 
 
-def random_scene(
-    rng: random.Random, min_objects: int = MIN_OBJECTS, max_objects: int = MAX_OBJECTS
-) -> Scene:
+def random_scene(rng: random.Random, min_objects: int = MIN_OBJECTS, max_objects: int = MAX_OBJECTS) -> Scene:
     """A uniformly drawn scene: object count, then distinct cells, then color and shape each."""
     if not 0 <= min_objects <= max_objects <= MAX_OBJECTS:
         raise ValueError(f"need 0 <= min_objects <= max_objects <= {MAX_OBJECTS}")
     count = rng.randint(min_objects, max_objects)
     cells = rng.sample(CELLS, count)
-    return Scene.from_objects(
-        ShapeObject(rng.choice(list(COLORS)), rng.choice(SHAPES), row, col) for row, col in cells
-    )
+    return Scene.from_objects(ShapeObject(rng.choice(list(COLORS)), rng.choice(SHAPES), row, col) for row, col in cells)

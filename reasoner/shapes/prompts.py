@@ -53,8 +53,11 @@ _DETERMINERS = ("the", "a", "an")
 
 def _vocabulary() -> frozenset[str]:
     phrases = [
-        *NUMBER_WORDS, *_RELATION_PHRASES, *_LAYOUT_PHRASES,
-        *(ref.phrase for ref in NUMBER_REFERENCES), *(ref.feature for ref in SHAPE_REFERENCES),
+        *NUMBER_WORDS,
+        *_RELATION_PHRASES,
+        *_LAYOUT_PHRASES,
+        *(ref.phrase for ref in NUMBER_REFERENCES),
+        *(ref.feature for ref in SHAPE_REFERENCES),
         "and as many shape shapes with the color of colored like in center corner",
     ]
     words = {word for phrase in phrases for word in phrase.split()}
@@ -156,7 +159,7 @@ class _Parser:
                 options = ", or ".join(cells_text(cells) for cells in layout.alternatives)
                 self.resolved(f"{layout.phrase} means {options}")
         if self.pos < len(self.tokens):
-            raise _NotUnderstood(f'cannot read "{" ".join(self.tokens[self.pos:])}"')
+            raise _NotUnderstood(f'cannot read "{" ".join(self.tokens[self.pos :])}"')
         return tuple(groups), relation, layout
 
     def group(self) -> ObjectGroup:
@@ -296,4 +299,3 @@ def sample_scene_for(spec: PromptSpec | str, rng: random.Random) -> Scene:
     if isinstance(spec, Unscorable):
         raise ValueError(f"no scene for an unscorable prompt ({spec.reason}): {spec.text!r}")
     return spec.requirements.sample_scene(rng)
-

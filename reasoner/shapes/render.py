@@ -6,7 +6,7 @@ with no anti-aliasing, so rendering is exact and deterministic.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 from PIL import Image
@@ -27,7 +27,7 @@ from reasoner.shapes.world import (
 _Y, _X = np.mgrid[0:CANVAS_SIZE, 0:CANVAS_SIZE] + 0.5
 
 
-@lru_cache(maxsize=None)
+@cache
 def shape_mask(shape: str, row: int, col: int, dx: int = 0, dy: int = 0) -> np.ndarray:
     """Boolean canvas mask of one shape centred in its cell, moved by (dx, dy) pixels."""
     cx = col * CELL_SIZE + CELL_SIZE / 2 + dx

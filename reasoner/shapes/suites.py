@@ -35,7 +35,7 @@ from reasoner.shapes.references import (
     SHAPE_REFERENCES,
 )
 from reasoner.shapes.requirements import RELATIONS
-from reasoner.shapes.world import CORNER_CELLS, COLORS, SHAPES, cell_name
+from reasoner.shapes.world import COLORS, CORNER_CELLS, SHAPES, cell_name
 
 CATEGORIES = ("single", "two", "counting", "colors", "position", "attribution", "placement", "reasoning")
 SPLITS = ("train", "dev")

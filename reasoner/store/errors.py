@@ -31,10 +31,17 @@ def store_error(error: BaseException, data_dir) -> StoreError:
     code = getattr(error, "errno", None)
     if code == errno.ENOSPC or "full" in text:
         reason = "is full"
-    elif code in (errno.EROFS, errno.EACCES, errno.EPERM) or "readonly" in text or "read-only" in text or not writable(data_dir):
+    elif (
+        code in (errno.EROFS, errno.EACCES, errno.EPERM)
+        or "readonly" in text
+        or "read-only" in text
+        or not writable(data_dir)
+    ):
         reason = "is read-only"
     elif isinstance(error, sqlite3.OperationalError) and "locked" in text:
         reason = "is busy (another writer held the database too long)"
     else:
         reason = f"cannot be written ({' '.join(str(error).split())[:200] or type(error).__name__})"
-    return StoreError(f"the data directory {data_dir} {reason}; nothing of this action was saved, earlier work is intact")
+    return StoreError(
+        f"the data directory {data_dir} {reason}; nothing of this action was saved, earlier work is intact"
+    )

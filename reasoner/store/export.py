@@ -55,14 +55,22 @@ def export_dataset(store: Store, out: str | Path) -> ExportSummary:
                 bad_rows += [{**base, "file_name": _image_name(c), "seed": c["seed"]} for c in candidates.values()]
                 continue
             for chosen, rejected in preference_pairs(verdict["kind"], json.loads(verdict["ranking"]), len(candidates)):
-                pair_rows.append({
-                    **base,
-                    "chosen_file_name": _image_name(candidates[chosen]), "rejected_file_name": _image_name(candidates[rejected]),
-                    "chosen_seed": candidates[chosen]["seed"], "rejected_seed": candidates[rejected]["seed"],
-                    "chosen_index": chosen + 1, "rejected_index": rejected + 1,
-                })
+                pair_rows.append(
+                    {
+                        **base,
+                        "chosen_file_name": _image_name(candidates[chosen]),
+                        "rejected_file_name": _image_name(candidates[rejected]),
+                        "chosen_seed": candidates[chosen]["seed"],
+                        "rejected_seed": candidates[rejected]["seed"],
+                        "chosen_index": chosen + 1,
+                        "rejected_index": rejected + 1,
+                    }
+                )
         edits = _edits(conn)
-        folders = {"pairs": (pair_rows, ("chosen_file_name", "rejected_file_name")), "all_bad": (bad_rows, ("file_name",))}
+        folders = {
+            "pairs": (pair_rows, ("chosen_file_name", "rejected_file_name")),
+            "all_bad": (bad_rows, ("file_name",)),
+        }
         skipped = tuple(name for name, (rows, _) in folders.items() if not rows)
         images = sum(_write_folder(store, out / name, rows, keys) for name, (rows, keys) in folders.items() if rows)
     _write_jsonl(out / "edits.jsonl", edits)
@@ -92,10 +100,19 @@ def _candidates(conn: sqlite3.Connection, draw_id: int) -> list[sqlite3.Row]:
 
 def _row_base(verdict: sqlite3.Row) -> dict:
     return {
-        "caption": verdict["prompt"], "plan": verdict["plan"], "plan_source": verdict["plan_source"],
-        "model_plan": verdict["model_plan"], "reflection": verdict["reflection"], "settings": verdict["settings"],
-        "model": verdict["model"], "engine": verdict["engine"], "user_id": verdict["who"], "kind": verdict["kind"],
-        "preference_id": verdict["preference_id"], "draw_id": verdict["draw_id"], "turn_id": verdict["turn_id"],
+        "caption": verdict["prompt"],
+        "plan": verdict["plan"],
+        "plan_source": verdict["plan_source"],
+        "model_plan": verdict["model_plan"],
+        "reflection": verdict["reflection"],
+        "settings": verdict["settings"],
+        "model": verdict["model"],
+        "engine": verdict["engine"],
+        "user_id": verdict["who"],
+        "kind": verdict["kind"],
+        "preference_id": verdict["preference_id"],
+        "draw_id": verdict["draw_id"],
+        "turn_id": verdict["turn_id"],
         "created_at": verdict["created_at"],
     }
 
@@ -114,10 +131,18 @@ def _edits(conn: sqlite3.Connection) -> list[dict]:
             " JOIN prompts p ON p.id = t.prompt_id WHERE e.source = 'person' ORDER BY e.id"
         ):
             kind = "reflection" if table == "reflections" else ("revised_plan" if revised else "plan")
-            rows.append({
-                "kind": kind, "prompt": prompt, "model_text": model_text, "person_text": person_text,
-                "user_id": who, "turn_id": turn_id, "edit_id": edit_id, "created_at": created_at,
-            })
+            rows.append(
+                {
+                    "kind": kind,
+                    "prompt": prompt,
+                    "model_text": model_text,
+                    "person_text": person_text,
+                    "user_id": who,
+                    "turn_id": turn_id,
+                    "edit_id": edit_id,
+                    "created_at": created_at,
+                }
+            )
     return rows
 
 

@@ -100,7 +100,9 @@ def turn_state(conn: sqlite3.Connection, turn_id: int, who: str | None) -> TurnS
         raise PreferenceError(f"turn {turn_id} does not exist")
     plan = plan_text(conn, latest_plan_id(conn, turn_id))
     draw = conn.execute("SELECT id FROM draws WHERE turn_id = ? ORDER BY id DESC LIMIT 1", (turn_id,)).fetchone()
-    reflection = conn.execute("SELECT id FROM reflections WHERE turn_id = ? ORDER BY id DESC LIMIT 1", (turn_id,)).fetchone()
+    reflection = conn.execute(
+        "SELECT id FROM reflections WHERE turn_id = ? ORDER BY id DESC LIMIT 1", (turn_id,)
+    ).fetchone()
     verdicts = [
         f"draw {draw_id}: {kind} {json.loads(ranking)}"
         for draw_id, kind, ranking in conn.execute(
@@ -120,7 +122,9 @@ def turn_state(conn: sqlite3.Connection, turn_id: int, who: str | None) -> TurnS
 
 
 def turn_prompt(conn: sqlite3.Connection, turn_id: int, owner: str | None = None) -> str:
-    row = conn.execute("SELECT p.text, t.who FROM turns t JOIN prompts p ON p.id = t.prompt_id WHERE t.id = ?", (turn_id,)).fetchone()
+    row = conn.execute(
+        "SELECT p.text, t.who FROM turns t JOIN prompts p ON p.id = t.prompt_id WHERE t.id = ?", (turn_id,)
+    ).fetchone()
     if row is None or not owned(row[1], owner):
         raise PreferenceError(f"turn {turn_id} does not exist")
     return row[0]

@@ -131,7 +131,9 @@ class Store:
         """A new turn for `prompt` with the model's plan."""
         with self._action() as conn:
             turn_id = _new_turn(conn, actor, prompt)
-            plan_id = _insert(conn, "plans", turn_id=turn_id, text=plan, source="model", who=actor.who, created_at=now())
+            plan_id = _insert(
+                conn, "plans", turn_id=turn_id, text=plan, source="model", who=actor.who, created_at=now()
+            )
         return ThinkRef(turn_id, plan_id)
 
     def draw(self, actor: Actor, request: DrawRequest, owner: str | None = None) -> DrawRef:
@@ -141,11 +143,20 @@ class Store:
         with self._action() as conn:
             turn_id = _turn_for(conn, actor, request.turn_id, request.prompt, owner)
             reflection_id = _reflection_for(conn, actor, turn_id, request)
-            plan_id = None if request.plan is None else _plan_for(conn, actor, turn_id, request.plan, request.reflection_id)
+            plan_id = (
+                None if request.plan is None else _plan_for(conn, actor, turn_id, request.plan, request.reflection_id)
+            )
             draw_id = _insert(
-                conn, "draws", turn_id=turn_id, plan_id=plan_id, reflection_id=reflection_id,
-                settings=json.dumps(request.settings, sort_keys=True), model=actor.model,
-                engine=actor.engine, who=actor.who, created_at=now(),
+                conn,
+                "draws",
+                turn_id=turn_id,
+                plan_id=plan_id,
+                reflection_id=reflection_id,
+                settings=json.dumps(request.settings, sort_keys=True),
+                model=actor.model,
+                engine=actor.engine,
+                who=actor.who,
+                created_at=now(),
             )
             for index, (candidate, image) in enumerate(zip(request.candidates, stored)):
                 conn.execute(
@@ -161,16 +172,30 @@ class Store:
         with self._action() as conn:
             draw = queries.draw_info(conn, draw_id)
             if not 0 <= index < len(draw.candidates):
-                raise PreferenceError(f"draw {draw_id} has candidates 1 to {len(draw.candidates)}; there is no {index + 1}")
+                raise PreferenceError(
+                    f"draw {draw_id} has candidates 1 to {len(draw.candidates)}; there is no {index + 1}"
+                )
             reflection_id = _insert(
-                conn, "reflections", turn_id=draw.turn_id, candidate_id=draw.candidates[index].id, text=text,
-                source="model", who=actor.who, created_at=now(),
+                conn,
+                "reflections",
+                turn_id=draw.turn_id,
+                candidate_id=draw.candidates[index].id,
+                text=text,
+                source="model",
+                who=actor.who,
+                created_at=now(),
             )
             revised_id = None
             if revised_plan is not None:
                 revised_id = _insert(
-                    conn, "plans", turn_id=draw.turn_id, text=revised_plan, source="model",
-                    reflection_id=reflection_id, who=actor.who, created_at=now(),
+                    conn,
+                    "plans",
+                    turn_id=draw.turn_id,
+                    text=revised_plan,
+                    source="model",
+                    reflection_id=reflection_id,
+                    who=actor.who,
+                    created_at=now(),
                 )
         return ReflectionRef(draw.turn_id, reflection_id, revised_id)
 
@@ -180,8 +205,13 @@ class Store:
             count = len(queries.draw_info(conn, draw_id).candidates)
             check_verdict(kind, ranking, count)
             return _insert(
-                conn, "preferences", draw_id=draw_id, kind=kind, ranking=json.dumps(ranking),
-                who=actor.who, created_at=now(),
+                conn,
+                "preferences",
+                draw_id=draw_id,
+                kind=kind,
+                ranking=json.dumps(ranking),
+                who=actor.who,
+                created_at=now(),
             )
 
     # -- reads ------------------------------------------------------------------------------------
@@ -214,7 +244,7 @@ class Store:
             return queries.counts(conn)
 
     def plan_source(self, turn_id: int | None, text: str, prompt: str, owner: str | None = None) -> str:
-        """"model" if the model wrote exactly `text` in turn `turn_id` and that turn is of `prompt`
+        """ "model" if the model wrote exactly `text` in turn `turn_id` and that turn is of `prompt`
         (and `owner`'s, when set): it is drawn as written. Anything else is a person's plan."""
         if turn_id is None:
             return "person"
@@ -275,7 +305,9 @@ def _insert(conn: sqlite3.Connection, table: str, **values) -> int:
 def _new_turn(conn: sqlite3.Connection, actor: Actor, prompt: str) -> int:
     conn.execute("INSERT OR IGNORE INTO prompts (text, created_at) VALUES (?, ?)", (prompt, now()))
     prompt_id = conn.execute("SELECT id FROM prompts WHERE text = ?", (prompt,)).fetchone()[0]
-    return _insert(conn, "turns", prompt_id=prompt_id, who=actor.who, model=actor.model, engine=actor.engine, created_at=now())
+    return _insert(
+        conn, "turns", prompt_id=prompt_id, who=actor.who, model=actor.model, engine=actor.engine, created_at=now()
+    )
 
 
 def _turn_for(conn: sqlite3.Connection, actor: Actor, turn_id: int | None, prompt: str, owner: str | None) -> int:
@@ -287,7 +319,9 @@ def _turn_for(conn: sqlite3.Connection, actor: Actor, turn_id: int | None, promp
 
 def _plan_for(conn: sqlite3.Connection, actor: Actor, turn_id: int, text: str, reflection_id: int | None) -> int:
     """The plan row for `text`: an existing plan of the turn, or a person's edit of the latest one."""
-    same = conn.execute("SELECT id FROM plans WHERE turn_id = ? AND text = ? ORDER BY id DESC LIMIT 1", (turn_id, text)).fetchone()
+    same = conn.execute(
+        "SELECT id FROM plans WHERE turn_id = ? AND text = ? ORDER BY id DESC LIMIT 1", (turn_id, text)
+    ).fetchone()
     if same is not None:
         return same[0]
     edited_from = None
@@ -297,8 +331,15 @@ def _plan_for(conn: sqlite3.Connection, actor: Actor, turn_id: int, text: str, r
         edited_from = queries.latest_plan_id(conn, turn_id)
     root = None if reflection_id is None else queries.root_reflection_id(conn, reflection_id)
     return _insert(
-        conn, "plans", turn_id=turn_id, text=text, source="person", edited_from=edited_from,
-        reflection_id=root, who=actor.who, created_at=now(),
+        conn,
+        "plans",
+        turn_id=turn_id,
+        text=text,
+        source="person",
+        edited_from=edited_from,
+        reflection_id=root,
+        who=actor.who,
+        created_at=now(),
     )
 
 
@@ -306,7 +347,9 @@ def _reflection_for(conn: sqlite3.Connection, actor: Actor, turn_id: int, reques
     """The reflection a redraw follows: the stored one, or a person's edit of it when the text changed."""
     if request.reflection_id is None:
         return None
-    row = conn.execute("SELECT turn_id, text, candidate_id FROM reflections WHERE id = ?", (request.reflection_id,)).fetchone()
+    row = conn.execute(
+        "SELECT turn_id, text, candidate_id FROM reflections WHERE id = ?", (request.reflection_id,)
+    ).fetchone()
     if row is None:
         raise PreferenceError(f"reflection {request.reflection_id} does not exist")
     if row[0] != turn_id:
@@ -314,6 +357,13 @@ def _reflection_for(conn: sqlite3.Connection, actor: Actor, turn_id: int, reques
     if request.reflection_text is None or request.reflection_text == row[1]:
         return request.reflection_id
     return _insert(
-        conn, "reflections", turn_id=turn_id, candidate_id=row[2], text=request.reflection_text, source="person",
-        edited_from=request.reflection_id, who=actor.who, created_at=now(),
+        conn,
+        "reflections",
+        turn_id=turn_id,
+        candidate_id=row[2],
+        text=request.reflection_text,
+        source="person",
+        edited_from=request.reflection_id,
+        who=actor.who,
+        created_at=now(),
     )

@@ -15,8 +15,12 @@ USERS = (("ann", "correct-horse"), ("bob", "battery-staple"))
 @pytest.fixture(scope="session")
 def live_studio(taught_model_dir, tmp_path_factory):
     server = start(
-        taught_model_dir, tmp_path_factory.mktemp("live") / "data",
-        "--queue-size", str(QUEUE_SIZE), "--max-upload-mb", str(MAX_UPLOAD_MB),
+        taught_model_dir,
+        tmp_path_factory.mktemp("live") / "data",
+        "--queue-size",
+        str(QUEUE_SIZE),
+        "--max-upload-mb",
+        str(MAX_UPLOAD_MB),
     )
     yield server
     server.stop()
@@ -24,6 +28,10 @@ def live_studio(taught_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def auth_studio(taught_model_dir, tmp_path_factory):
-    server = start(taught_model_dir, tmp_path_factory.mktemp("auth") / "data", *[a for u, p in USERS for a in ("--auth", f"{u}:{p}")])
+    server = start(
+        taught_model_dir,
+        tmp_path_factory.mktemp("auth") / "data",
+        *[a for u, p in USERS for a in ("--auth", f"{u}:{p}")],
+    )
     yield server
     server.stop()

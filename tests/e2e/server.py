@@ -66,8 +66,21 @@ def start(model_dir: Path, data_dir: Path, *extra: str) -> Server:
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     log = data_dir.parent / f"server-{port}.log"
     command = [
-        sys.executable, str(REPO / "app.py"), "--model", str(model_dir), "--data-dir", str(data_dir),
-        "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--engine", "hf", *extra,
+        sys.executable,
+        str(REPO / "app.py"),
+        "--model",
+        str(model_dir),
+        "--data-dir",
+        str(data_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--device",
+        "cpu",
+        "--engine",
+        "hf",
+        *extra,
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO), "GRADIO_ANALYTICS_ENABLED": "False"}
     with open(log, "wb") as out:

@@ -34,7 +34,9 @@ def chromium_path() -> str:
 @pytest.fixture(scope="module")
 def browser():
     executable = chromium_path()
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -r requirements.txt)")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install -r requirements.txt)"
+    )
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
         yield browser
@@ -93,12 +95,19 @@ def test_a_person_thinks_edits_draws_and_picks(browser, browser_studio, tmp_path
 
     conn = sqlite3.connect(live_studio.data_dir / DB_NAME)
     try:
-        plan_row = conn.execute("SELECT id, source, edited_from FROM plans WHERE text = ? ORDER BY id DESC", (EDITED,)).fetchone()
+        plan_row = conn.execute(
+            "SELECT id, source, edited_from FROM plans WHERE text = ? ORDER BY id DESC", (EDITED,)
+        ).fetchone()
         assert plan_row[1] == "person"
         # the edit is stored as made from the plan the model wrote, the one the page showed
-        assert conn.execute("SELECT text, source FROM plans WHERE id = ?", (plan_row[2],)).fetchone() == (model_plan, "model")
+        assert conn.execute("SELECT text, source FROM plans WHERE id = ?", (plan_row[2],)).fetchone() == (
+            model_plan,
+            "model",
+        )
         draw_id = conn.execute("SELECT id FROM draws WHERE plan_id = ? ORDER BY id DESC", (plan_row[0],)).fetchone()[0]
-        assert conn.execute("SELECT kind, ranking FROM preferences WHERE draw_id = ?", (draw_id,)).fetchall() == [("pick", "[1]")]
+        assert conn.execute("SELECT kind, ranking FROM preferences WHERE draw_id = ?", (draw_id,)).fetchall() == [
+            ("pick", "[1]")
+        ]
     finally:
         conn.close()
     page.close()
@@ -159,7 +168,10 @@ def test_one_candidate_fits_its_gallery_and_redraw_starts_clean(browser, browser
     revised = page.locator("#revised textarea").input_value()
     first_draw = page.locator("#draw-status").inner_text()
     page.locator("#redraw").click()
-    page.wait_for_function("(old) => { const t = document.querySelector('#draw-status').innerText; "
-                           "return t !== old && t.includes('Drew 1 candidate'); }", arg=first_draw)
+    page.wait_for_function(
+        "(old) => { const t = document.querySelector('#draw-status').innerText; "
+        "return t !== old && t.includes('Drew 1 candidate'); }",
+        arg=first_draw,
+    )
     assert page.locator("#plan textarea").input_value() == revised
     page.close()

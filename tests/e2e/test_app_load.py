@@ -84,8 +84,10 @@ def test_twenty_clients_five_loops_each(live_studio):
     done = sum(t.answered["redraw"] for t in tallies)
     assert done + sum(t.queue_full for t in tallies) == CLIENTS * LOOPS  # every loop finished or was told "full"
     assert done >= 1
-    print(f"\nload: {done} loops done, {sum(t.queue_full for t in tallies)} told the queue is full, "
-          f"server RSS {rss_warm:.0f} MB warm -> {rss_after:.0f} MB after")
+    print(
+        f"\nload: {done} loops done, {sum(t.queue_full for t in tallies)} told the queue is full, "
+        f"server RSS {rss_warm:.0f} MB warm -> {rss_after:.0f} MB after"
+    )
     conn = sqlite3.connect(live_studio.data_dir / DB_NAME)
     try:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -52,25 +52,44 @@ def test_gradio_client_runs_the_whole_loop(live_studio):
     saved = client.predict(draw_id=draw_id, verdict="best", best=2, ranking="", api_name="/prefer")
     preference_id = int(re.search(r"#(\d+)", saved)[1])
 
-    reflection, revised, reflection_id, _ = client.predict(draw_id=draw_id, candidate=2, plan_temperature=0, engine="hf", api_name="/reflect")
+    reflection, revised, reflection_id, _ = client.predict(
+        draw_id=draw_id, candidate=2, plan_temperature=0, engine="hf", api_name="/reflect"
+    )
     assert reflection and revised  # what the model says about a plan it was not taught on; the revision is editable
     person_revised = "Plan: blue circle @ bottom-right"
     regallery, redraw_id, *_ = client.predict(
-        reflection_id=reflection_id, reflection_text=reflection, revised_plan=person_revised, n=2, seed=5, **SETTINGS,
+        reflection_id=reflection_id,
+        reflection_text=reflection,
+        revised_plan=person_revised,
+        n=2,
+        seed=5,
+        **SETTINGS,
         api_name="/redraw",
     )
     assert len(regallery) == 2 and redraw_id != draw_id
     assert read_recipe(regallery[0]["image"])["plan"] == person_revised
 
     who = who_of(client)
-    assert rows(live_studio, "SELECT draw_id, kind, ranking, who FROM preferences WHERE id = ?", preference_id) == [(draw_id, "pick", "[1]", who)]
-    model_plan, person_plan = rows(live_studio, "SELECT id, text, source, edited_from FROM plans WHERE turn_id = ? AND reflection_id IS NULL ORDER BY id", turn_id)
+    assert rows(live_studio, "SELECT draw_id, kind, ranking, who FROM preferences WHERE id = ?", preference_id) == [
+        (draw_id, "pick", "[1]", who)
+    ]
+    model_plan, person_plan = rows(
+        live_studio,
+        "SELECT id, text, source, edited_from FROM plans WHERE turn_id = ? AND reflection_id IS NULL ORDER BY id",
+        turn_id,
+    )
     assert model_plan[1:] == (PLAN, "model", None) and person_plan[1:] == (edited, "person", model_plan[0])
     assert rows(live_studio, "SELECT plan_id FROM draws WHERE id = ?", draw_id) == [(person_plan[0],)]
-    assert rows(live_studio, "SELECT p.text, p.source, d.reflection_id FROM draws d JOIN plans p ON p.id = d.plan_id WHERE d.id = ?", redraw_id) == [
-        (person_revised, "person", reflection_id)
+    assert rows(
+        live_studio,
+        "SELECT p.text, p.source, d.reflection_id FROM draws d JOIN plans p ON p.id = d.plan_id WHERE d.id = ?",
+        redraw_id,
+    ) == [(person_revised, "person", reflection_id)]
+    assert rows(live_studio, "SELECT seed FROM candidates WHERE draw_id = ? ORDER BY idx", draw_id) == [
+        (5,),
+        (6,),
+        (7,),
     ]
-    assert rows(live_studio, "SELECT seed FROM candidates WHERE draw_id = ? ORDER BY idx", draw_id) == [(5,), (6,), (7,)]
 
     # the downloaded picture carries its recipe
     recipe = read_recipe(gallery[1]["image"])
@@ -83,11 +102,16 @@ def test_reflect_on_the_models_own_plan_revises_it(live_studio):
     draw_id = client.predict(PROMPT, plan, turn_id, 1, 0, **SETTINGS, api_name="/draw")[1]
     reflection, revised, reflection_id, status = client.predict(draw_id, 1, 0, "hf", api_name="/reflect")
     # the revision is shown under the reasoning of the plan it revises, as it will be drawn
-    assert (reflection, revised) == (REFLECTION, "the sky is blue. Plan: blue circle @ middle-center") and "revised" in status
+    assert (reflection, revised) == (
+        REFLECTION,
+        "the sky is blue. Plan: blue circle @ middle-center",
+    ) and "revised" in status
     redraw_id = client.predict(reflection_id, reflection, revised, 1, 0, **SETTINGS, api_name="/redraw")[1]
-    assert rows(live_studio, "SELECT p.source, p.reflection_id FROM draws d JOIN plans p ON p.id = d.plan_id WHERE d.id = ?", redraw_id) == [
-        ("model", reflection_id)
-    ]
+    assert rows(
+        live_studio,
+        "SELECT p.source, p.reflection_id FROM draws d JOIN plans p ON p.id = d.plan_id WHERE d.id = ?",
+        redraw_id,
+    ) == [("model", reflection_id)]
 
 
 def test_bad_input_is_a_message_and_the_server_stays_up(live_studio):
@@ -95,7 +119,10 @@ def test_bad_input_is_a_message_and_the_server_stays_up(live_studio):
     for call, message in [
         (lambda: client.predict("", 0, False, 0, "hf", api_name="/think"), "the prompt is empty"),
         (lambda: client.predict("x" * 400, 0, False, 0, "hf", api_name="/think"), "the limit is 300"),
-        (lambda: client.predict(PROMPT, "blue blob @ top-left", None, 2, 0, **SETTINGS, api_name="/draw"), "unknown shape"),
+        (
+            lambda: client.predict(PROMPT, "blue blob @ top-left", None, 2, 0, **SETTINGS, api_name="/draw"),
+            "unknown shape",
+        ),
         (lambda: client.predict(PROMPT, "", None, 17, 0, **SETTINGS, api_name="/draw"), "16"),
         (lambda: client.predict(None, "best", 1, "", api_name="/prefer"), "draw first"),
         (lambda: client.predict(12345, 1, 0, "hf", api_name="/reflect"), "draw 12345 does not exist"),

@@ -23,14 +23,22 @@ from ui.server import PUBLIC_EXACT, PUBLIC_PREFIXES
 SETTINGS = {"random_seed": False, "cfg_scale": 5, "temperature": 1, "plan_temperature": 0, "engine": "hf"}
 
 
-def raw(server, method: str, path: str, body: bytes | None = None, headers: dict | None = None, chunked: bool = False) -> tuple[int, bytes]:
+def raw(
+    server, method: str, path: str, body: bytes | None = None, headers: dict | None = None, chunked: bool = False
+) -> tuple[int, bytes]:
     """One request sent as written (no client-side normalisation of `..` or `//`); `chunked` sends
     the body in 64 kB chunks with no Content-Length."""
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
     try:
         if chunked:
             parts = iter([body[i : i + 65536] for i in range(0, len(body), 65536)])
-            conn.request(method, path, body=parts, headers={**(headers or {}), "Transfer-Encoding": "chunked"}, encode_chunked=True)
+            conn.request(
+                method,
+                path,
+                body=parts,
+                headers={**(headers or {}), "Transfer-Encoding": "chunked"},
+                encode_chunked=True,
+            )
         else:
             conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()
@@ -112,9 +120,14 @@ def test_the_proxy_route_is_refused(live_studio):
 def multipart(size: int, files: int = 1) -> tuple[bytes, dict]:
     boundary = "studio-test-boundary"
     part = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.png\"\r\n"
-        "Content-Type: image/png\r\n\r\n"
-    ).encode() + b"\x89PNG" + b"0" * (size - 4) + b"\r\n"
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="big.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + b"\x89PNG"
+        + b"0" * (size - 4)
+        + b"\r\n"
+    )
     return part * files + f"--{boundary}--\r\n".encode(), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
@@ -178,7 +191,9 @@ def test_with_auth_no_endpoint_answers_without_a_login(auth_studio):
     for method, path in routes:
         if path in PUBLIC_EXACT or path.startswith(PUBLIC_PREFIXES):
             continue
-        status, body = raw(auth_studio, method, path, b"{}" if method == "POST" else None, {"Content-Type": "application/json"})
+        status, body = raw(
+            auth_studio, method, path, b"{}" if method == "POST" else None, {"Content-Type": "application/json"}
+        )
         assert status == 401, (method, path, status, body[:200])
     for path in ("/gradio_api/info", "/config", "/gradio_api/file=/etc/passwd", "/gradio_api/call/think"):
         assert raw(auth_studio, "GET", path)[0] == 401
@@ -204,7 +219,9 @@ def test_with_auth_failed_logins_are_throttled(auth_studio):
     """Last in this file: it locks bob out on this client for a while."""
     user, password = USERS[1]
     form = {"Content-Type": "application/x-www-form-urlencoded"}
-    statuses = [raw(auth_studio, "POST", "/login", f"username={user}&password=wrong-{k}".encode(), form)[0] for k in range(6)]
+    statuses = [
+        raw(auth_studio, "POST", "/login", f"username={user}&password=wrong-{k}".encode(), form)[0] for k in range(6)
+    ]
     assert statuses[:3] == [400, 400, 400] and set(statuses[3:]) == {429}
     status, body = raw(auth_studio, "POST", "/login", f"username={user}&password={password}".encode(), form)
     assert status == 429 and b"Too many failed logins" in body  # locked: even the right password waits

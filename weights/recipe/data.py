@@ -27,7 +27,9 @@ class DrawExample:
     follows_prompt: bool  # False: a plan drawn under an unrelated prompt, to learn to follow plans
 
 
-def scenes_for_pool(count: int, seed: int, unrelated_share: float, distinct_prompts: int = 20_000) -> list[tuple[str, Scene, bool]]:
+def scenes_for_pool(
+    count: int, seed: int, unrelated_share: float, distinct_prompts: int = 20_000
+) -> list[tuple[str, Scene, bool]]:
     """(prompt, scene, follows prompt) rows; prompts repeat with fresh scenes past `distinct_prompts`."""
     rng = random.Random(seed)
     prompts = [p.prompt for p in make_suite("train", min(count, distinct_prompts), seed)]
@@ -62,7 +64,9 @@ def tokens_of_pictures(vq, pictures: np.ndarray, device: str, chunk: int = 1024)
     return torch.cat(out)
 
 
-def make_draw_pool(backend: JanusBackend, vq, count: int, seed: int, device: str, workers: int, unrelated_share: float = 0.2) -> list[DrawExample]:
+def make_draw_pool(
+    backend: JanusBackend, vq, count: int, seed: int, device: str, workers: int, unrelated_share: float = 0.2
+) -> list[DrawExample]:
     rows = scenes_for_pool(count, seed, unrelated_share)
     tokens = tokens_of_pictures(vq, render_many([scene for _, scene, _ in rows], workers), device)
     pool, think_lengths, direct_ids = [], {}, {}
@@ -70,14 +74,18 @@ def make_draw_pool(backend: JanusBackend, vq, count: int, seed: int, device: str
         if prompt not in direct_ids:
             think_lengths[prompt] = len(backend.think_context_ids(prompt))
             direct_ids[prompt] = backend.draw_context_ids(prompt, None)
-        pool.append(DrawExample(
-            think_length=think_lengths[prompt],
-            # an unrelated prompt's plan reads as a person's plan is given to the model (pipeline.py)
-            draw_ids=backend.draw_context_ids(prompt, plan_text(prompt, scene) if follows else plan_with_reasoning(scene)),
-            direct_ids=direct_ids[prompt],
-            image_tokens=image_tokens,
-            follows_prompt=follows,
-        ))
+        pool.append(
+            DrawExample(
+                think_length=think_lengths[prompt],
+                # an unrelated prompt's plan reads as a person's plan is given to the model (pipeline.py)
+                draw_ids=backend.draw_context_ids(
+                    prompt, plan_text(prompt, scene) if follows else plan_with_reasoning(scene)
+                ),
+                direct_ids=direct_ids[prompt],
+                image_tokens=image_tokens,
+                follows_prompt=follows,
+            )
+        )
     return pool
 
 

@@ -15,7 +15,9 @@ from reasoner.backends.janus import picture_features
 from .sequences import IMAGE, TEXT, VISION, Batch
 
 
-def sequence_loss(model: JanusForConditionalGeneration, batch: Batch, pad_id: int, reads: str = "vision") -> tuple[torch.Tensor, dict]:
+def sequence_loss(
+    model: JanusForConditionalGeneration, batch: Batch, pad_id: int, reads: str = "vision"
+) -> tuple[torch.Tensor, dict]:
     """Cross-entropy on trained tokens: text by the language head, image codes by the generation head.
     Pictures fill the VISION tokens as the engine fills them (`reads`: JanusTemplate.reflect_reads)."""
     ids, kinds = batch.ids, batch.kinds
@@ -67,7 +69,11 @@ def train_lm(
     ]
     groups = [group for group in groups if group["params"]]  # a reflection adapter trains no vision weights
     optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), weight_decay=0.05)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.startswith("cuda")
+        else torch.autocast("cpu", enabled=False)
+    )
     budget = StepBudget(steps, seconds)
     progress = tqdm(desc=desc, total=steps)
     step = 0

@@ -20,7 +20,6 @@ from reasoner.batched import as_arrays, draw_pictures, write_plans
 from reasoner.errors import PlanError
 from reasoner.shapes import (
     Scene,
-    detect,
     extract_plan_text,
     make_suite,
     parse_plan,
@@ -29,7 +28,6 @@ from reasoner.shapes import (
     score_image,
     score_scene,
 )
-
 from reasoner.shapes.world import COLORS, SHAPES
 
 from .sequences import Batch, collate, reflect
@@ -45,7 +43,9 @@ class ReflectExample:
     reflection: str
 
 
-def own_reflections(backend: JanusBackend, prompts: list[str], seed: int, cfg_scale: float, temperature: float, batch_size: int) -> tuple[list[ReflectExample], float]:
+def own_reflections(
+    backend: JanusBackend, prompts: list[str], seed: int, cfg_scale: float, temperature: float, batch_size: int
+) -> tuple[list[ReflectExample], float]:
     """The model's own think-then-draw outputs, each with the reflection the checker supports."""
     rng = random.Random(seed)
     seeds = [seed + i for i in range(len(prompts))]
@@ -107,7 +107,9 @@ def perturb(scene: Scene, rng: random.Random) -> Scene:
     return Scene.from_objects(objects)
 
 
-def synthetic_reflections(backend: JanusBackend, vq, count: int, seed: int, device: str, wrong_plan_share: float = 0.0) -> list[ReflectExample]:
+def synthetic_reflections(
+    backend: JanusBackend, vq, count: int, seed: int, device: str, wrong_plan_share: float = 0.0
+) -> list[ReflectExample]:
     """Correct and slipped pictures of training prompts, as the VQ would decode them.
 
     A right plan is drawn right or with one slip, and a slip is revised to another layout
@@ -144,7 +146,9 @@ def synthetic_reflections(backend: JanusBackend, vq, count: int, seed: int, devi
     return examples
 
 
-def reflect_batches(backend: JanusBackend, reflections: list[ReflectExample], pool, batch_size: int, seed: int, draw_share: float = 0.5):
+def reflect_batches(
+    backend: JanusBackend, reflections: list[ReflectExample], pool, batch_size: int, seed: int, draw_share: float = 0.5
+):
     """Reflections and, `draw_share` of each batch, drawing (from the DrawPool), so the model keeps
     what it learned first; with `draw_share` 0 (a reflection adapter) `pool` may be None."""
     reflecting = max(1, round(batch_size * (1 - draw_share)))
@@ -153,12 +157,18 @@ def reflect_batches(backend: JanusBackend, reflections: list[ReflectExample], po
         rng = random.Random(seed * 7_000_003 + step)
         chosen = [rng.choice(reflections) for _ in range(count)]
         pixels = pixels_from_images([r.picture for r in chosen])
-        return collate([reflect(backend, r.prompt, r.plan, p, r.reflection) for r, p in zip(chosen, pixels)], backend.pad_id)
+        return collate(
+            [reflect(backend, r.prompt, r.plan, p, r.reflection) for r, p in zip(chosen, pixels)], backend.pad_id
+        )
 
     if reflecting == batch_size:
         return lambda step: reflection_rows(step, batch_size)
     generator = torch.Generator(pool.device).manual_seed(seed + 1)
-    return lambda step: merge(reflection_rows(step, reflecting).to(pool.device), pool.batch(batch_size - reflecting, generator), backend.pad_id)
+    return lambda step: merge(
+        reflection_rows(step, reflecting).to(pool.device),
+        pool.batch(batch_size - reflecting, generator),
+        backend.pad_id,
+    )
 
 
 def merge(first: Batch, second: Batch, pad_id: int) -> Batch:

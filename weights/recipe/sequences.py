@@ -27,7 +27,9 @@ class Sequence:
     pixels: torch.Tensor | None = None  # (3, H, W) in [-1, 1], for VISION tokens
 
 
-def think_and_draw(backend: JanusBackend, prompt: str, plan: str, image_tokens: list[int], train_plan: bool = True) -> Sequence:
+def think_and_draw(
+    backend: JanusBackend, prompt: str, plan: str, image_tokens: list[int], train_plan: bool = True
+) -> Sequence:
     """Prompt, the plan (trained, ending with begin-of-image), then the picture (trained)."""
     think = backend.think_context_ids(prompt)
     context = backend.draw_context_ids(prompt, plan)
@@ -40,7 +42,9 @@ def think_and_draw(backend: JanusBackend, prompt: str, plan: str, image_tokens: 
 def draw_only(context: list[int], image_tokens: list[int]) -> Sequence:
     """A picture after a given context (direct prompts, prompt-dropped contexts): image loss only."""
     ids = context + image_tokens
-    return Sequence(ids, [TEXT] * len(context) + [IMAGE] * len(image_tokens), [False] * len(context) + [True] * len(image_tokens))
+    return Sequence(
+        ids, [TEXT] * len(context) + [IMAGE] * len(image_tokens), [False] * len(context) + [True] * len(image_tokens)
+    )
 
 
 def dropped_context(backend: JanusBackend, context: list[int]) -> list[int]:

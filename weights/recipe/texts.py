@@ -37,4 +37,3 @@ def tokenizer_corpus(seed: int = 0, size: int = 4000) -> list[str]:
         lines.append(f"Reflect: {reflection_text(suite_prompt.prompt, other, scene)}")
     lines.append(f"Reflect: {IMAGE_IS_RIGHT}")
     return lines
-

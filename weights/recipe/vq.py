@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import JanusVQVAE
 
-from .lm import StepBudget
-
 from reasoner.backends.janus import image_codes
 from reasoner.shapes import random_scene
+
+from .lm import StepBudget
 
 
 def pixels_from_images(images) -> torch.Tensor:
@@ -70,7 +70,16 @@ def reset_dead_codes(vq: JanusVQVAE, latents: torch.Tensor, usage: torch.Tensor)
     return len(dead)
 
 
-def train_vq(vq: JanusVQVAE, pictures: torch.Tensor, steps: int, batch_size: int, lr: float, seed: int, device: str, seconds: float | None = None) -> int:
+def train_vq(
+    vq: JanusVQVAE,
+    pictures: torch.Tensor,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    device: str,
+    seconds: float | None = None,
+) -> int:
     """L1 + MSE reconstruction (L1 sharpens edges far faster, docs/janus-notes.md) + codebook loss.
 
     `pictures`: (N, H, W, 3) uint8, sampled at random each step."""
