@@ -29,6 +29,7 @@ from reasoner.shapes.world import (
     cell_name,
     or_list,
 )
+from reasoner.worlds import plan_body, plan_reasoning, split_plan_text  # noqa: F401 - re-exported
 
 
 @dataclass(frozen=True)
@@ -101,27 +102,11 @@ class Scene:
 
 # --- reading plans -----------------------------------------------------------------------------
 
-_PLAN_MARKER = re.compile(r"\bplan\s*:", re.IGNORECASE)
 _CLAUSE = re.compile(r"^(?P<color>[^\s@]+) (?P<shape>[^\s@]+) ?@ ?(?P<cell>[^\s@]+)$")
 _CLAUSE_FORM = "COLOR SHAPE @ ROW-COLUMN"
 
-
-def split_plan_text(text: str) -> tuple[str, str]:
-    """(reasoning, plan) of a model's output: around the last `Plan:` marker, else ("", all of it)."""
-    markers = list(_PLAN_MARKER.finditer(text))
-    if not markers:
-        return "", text.strip()
-    return text[: markers[-1].start()].strip(), text[markers[-1].end() :].strip()
-
-
-def extract_plan_text(text: str) -> str:
-    """The plan inside a model's output: what follows the last `Plan:` marker, else all of it."""
-    return split_plan_text(text)[1]
-
-
-def plan_reasoning(text: str) -> str:
-    """The reasoning before the last `Plan:` marker ("" when there is none or no marker)."""
-    return split_plan_text(text)[0]
+# The `Plan:` marker rule is every world's (reasoner/worlds.py); the shapes world reads plans by it.
+extract_plan_text = plan_body
 
 
 def _normalise_clause(clause: str) -> str:
