@@ -22,6 +22,7 @@ import os
 import random
 import signal
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -109,8 +110,7 @@ def test_sigkill_during_writes_loses_no_acknowledged_row(tmp_path):
         process.start()
         writer.close()
         assert reader.poll(60), "the writer never acknowledged a write"
-        signal_delay = rng.uniform(0, 0.02)
-        reader.poll(signal_delay)  # let it write on for a random moment
+        time.sleep(rng.uniform(0, 0.02))  # let it write on for a random moment (poll would return at once)
         os.kill(process.pid, signal.SIGKILL)
         process.join()
         assert process.exitcode == -signal.SIGKILL
@@ -128,5 +128,6 @@ def test_sigkill_during_writes_loses_no_acknowledged_row(tmp_path):
     assert len(preferences) >= ROUNDS
     # The kills must land while the writer writes, or the test shows nothing: a writer that stalls (on a
     # lock, say) after its first acknowledgement would be killed idle every round.
-    assert killed_inside_a_write >= ROUNDS // 40, killed_inside_a_write  # measured 15 of 200
+    print(f"kills inside a write: {killed_inside_a_write} of {ROUNDS}")
+    assert killed_inside_a_write >= ROUNDS // 40, killed_inside_a_write  # measured 48 of 200 (idle 2-core machine)
     assert Store.open(store.data_dir).counts()["preferences"] >= len(preferences)
