@@ -328,24 +328,16 @@ def connect_loop(studio: Studio, ui: dict) -> None:
     # a new draw starts clean: the last draw's saved preference is no longer about these pictures
     ui["draw"].click(lambda: "", None, ui["prefer_status"], queue=False, **PAGE_ONLY)
     ui["engine"].change(engine_note, ui["engine"], status, queue=False, **PAGE_ONLY)
-    ui["plan"].input(
-        studio.check_plan,
-        [ui["plan"], ui["prompt"]],
-        ui["plan_status"],
-        queue=False,
-        show_progress="hidden",
-        trigger_mode="always_last",
-        **PAGE_ONLY,
-    )
-    ui["revised"].input(
-        studio.check_plan,
-        [ui["revised"], ui["prompt"]],
-        ui["revised_status"],
-        queue=False,
-        show_progress="hidden",
-        trigger_mode="always_last",
-        **PAGE_ONLY,
-    )
+    for plan_box in ("plan", "revised"):  # each plan box is checked as it is typed into
+        ui[plan_box].input(
+            studio.check_plan,
+            [ui[plan_box], ui["prompt"]],
+            ui[f"{plan_box}_status"],
+            queue=False,
+            show_progress="hidden",
+            trigger_mode="always_last",
+            **PAGE_ONLY,
+        )
     ui["gallery"].select(pick_candidate, None, [ui["best"], ui["candidate"], ui["verdict"]], queue=False, **PAGE_ONLY)
     ui["recipe_file"].upload(
         studio.open_recipe,

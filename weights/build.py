@@ -21,14 +21,20 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import GenerationConfig, JanusForConditionalGeneration, JanusVQVAE, PreTrainedTokenizerFast
+from transformers import JanusForConditionalGeneration, JanusVQVAE, PreTrainedTokenizerFast
 from transformers.models.janus.image_processing_pil_janus import JanusImageProcessorPil
 from transformers.utils import logging as transformers_logging
 
 from reasoner.backends.adapters import add_reflection_adapter, save_reflection_adapter
 from reasoner.backends.janus import JanusBackend
 from reasoner.backends.janus_template import SHAPES_TEMPLATE, JanusTemplate
-from reasoner.models.random_janus import PRESETS, janus_config, save_model_dir
+from reasoner.models.random_janus import (
+    PRESETS,
+    generation_config_for,
+    image_processor_for,
+    janus_config,
+    save_model_dir,
+)
 from reasoner.models.tokenizer import build_tokenizer
 from reasoner.shapes import make_suite
 
@@ -284,16 +290,8 @@ def new_model(config, vq: JanusVQVAE, tokenizer) -> tuple[JanusForConditionalGen
     """A fresh model around the trained VQ, with the generation config and image processor to match."""
     model = JanusForConditionalGeneration(config)
     model.model.vqmodel.load_state_dict(vq.state_dict())
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        generation_kwargs={"boi_token_id": tokenizer.convert_tokens_to_ids(tokenizer.boi_token)},
-    )
-    image_processor = JanusImageProcessorPil(
-        size={"height": 72, "width": 72}, image_mean=[0.5] * 3, image_std=[0.5] * 3
-    )
-    return model, image_processor
+    model.generation_config = generation_config_for(tokenizer)
+    return model, image_processor_for(PRESETS["shapes"].image_size)
 
 
 def draw_stage(build: Build, backend: JanusBackend, vq: JanusVQVAE) -> DrawPool | None:

@@ -125,6 +125,23 @@ def tokenizer_corpus() -> list[str]:
     return lines * 4
 
 
+def generation_config_for(tokenizer) -> GenerationConfig:
+    """The generation config a Janus model built here carries: its tokenizer's special ids."""
+    return GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        generation_kwargs={"boi_token_id": tokenizer.convert_tokens_to_ids(tokenizer.boi_token)},
+    )
+
+
+def image_processor_for(image_size: int) -> JanusImageProcessorPil:
+    """Square pictures of `image_size`, scaled to [-1, 1] as Janus's encoders expect."""
+    return JanusImageProcessorPil(
+        size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
+
+
 def build_random_janus(preset: str = "tiny", seed: int = 0, dtype: torch.dtype = torch.float32):
     """A random model of `preset` size with a tokenizer, image processor and template to match."""
     shape = PRESETS[preset]
@@ -133,16 +150,8 @@ def build_random_janus(preset: str = "tiny", seed: int = 0, dtype: torch.dtype =
     config = janus_config(shape, vocab_size, tokenizer.convert_tokens_to_ids(tokenizer.image_token))
     torch.manual_seed(seed)
     model = JanusForConditionalGeneration(config).to(dtype).eval()
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        generation_kwargs={"boi_token_id": tokenizer.convert_tokens_to_ids(tokenizer.boi_token)},
-    )
-    image_processor = JanusImageProcessorPil(
-        size={"height": shape.image_size, "width": shape.image_size},
-        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
-    )
+    model.generation_config = generation_config_for(tokenizer)
+    image_processor = image_processor_for(shape.image_size)
     template = SHAPES_TEMPLATE if shape.image_size == 72 else JANUS_PRO_TEMPLATE
     return model, tokenizer, image_processor, template
 
