@@ -19,6 +19,7 @@ from transformers import GenerationConfig, GenerationMixin, JanusForConditionalG
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from ..engine import DEFAULT_ENGINE, SpecialTokens, check_engine, make_engine
+from ..engine.fast import cut_after_stop
 from ..errors import ModelLoadError
 from .base import DrawnImage, ModelInfo
 from .janus_loading import load_janus
@@ -244,7 +245,6 @@ class JanusBackend:
     ) -> str:
         return self.generate_texts([ids], pixel_values, [seed], temperature, max_new_tokens, stop_ids)[0]
 
-    @torch.no_grad()  # not inference_mode: its tensors cannot enter training later
     def generate_texts(
         self,
         contexts: list[list[int]],
@@ -258,11 +258,25 @@ class JanusBackend:
 
         `pixel_values`: one picture per context (a reflection's, run on `reflect_model`), or None.
         """
+        rows = self.generate_text_ids(contexts, pixel_values, seeds, temperature, max_new_tokens, stop_ids)
+        return [self.text_from_tokens(tokens, stop_ids) for tokens in rows]
+
+    @torch.no_grad()  # not inference_mode: its tensors cannot enter training later
+    def generate_text_ids(
+        self,
+        contexts: list[list[int]],
+        pixel_values: torch.Tensor | None,
+        seeds: list[int],
+        temperature: float,
+        max_new_tokens: int,
+        stop_ids: list[int],
+    ) -> list[list[int]]:
+        """`generate_texts`' tokens: each row's new token ids, up to and including its first stop
+        token (at most max_new_tokens); the finetune trainer scores exactly these."""
         features = None if pixel_values is None else self.picture_features(pixel_values)
         model, runner = (self.model, self.runner) if pixel_values is None else (self.reflect_model, self.reflect_runner)
         if runner is not None:
-            rows = runner.text_tokens(contexts, features, seeds, temperature, max_new_tokens, stop_ids)
-            return [self.text_from_tokens(tokens, stop_ids) for tokens in rows]
+            return runner.text_tokens(contexts, features, seeds, temperature, max_new_tokens, stop_ids)
         input_ids = torch.tensor(contexts, device=self.device)
         config = GenerationConfig(
             bos_token_id=self.bos_id,
@@ -283,7 +297,7 @@ class JanusBackend:
             logits_processor=LogitsProcessorList([SeededSampler(seeds, temperature, device=self.device)]),
             **image_inputs,
         )
-        return [self.text_from_tokens(tokens, stop_ids) for tokens in output[:, input_ids.shape[1] :].tolist()]
+        return [cut_after_stop(tokens, stop_ids) for tokens in output[:, input_ids.shape[1] :].tolist()]
 
     def generate_image_tokens(
         self, context_ids: list[int], seeds: list[int], cfg_scale: float, temperature: float, top_k: int
