@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .lora import effective_weight, linear_state
+
 
 def onednn_linear_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
@@ -35,8 +37,13 @@ class Weights(nn.Module):
     matter). On a CPU a decode step multiplies a few rows by each matrix, which MKL does slowly
     (and only on one thread) for nn.Linear's layout: there they are copies, q/k/v and gate/up fused
     into one matrix each, packed for oneDNN's linear (about twice MKL's speed for 2-16 rows, on
-    every thread) when large, else transposed (as also where oneDNN is missing or the step is compiled). `refresh()`
-    copies them again when a weight was changed in place (an optimizer step) or replaced.
+    every thread) when large, else transposed (as also where oneDNN is missing or the step is compiled).
+
+    A copy holds each linear's effective weight (`lora.effective_weight`): a peft LoRA layer's base
+    weight plus its live adapters' delta, so an adapter injected by the finetune trainer counts as
+    it does in the module's forward. `refresh()` copies them again when a weight was changed in
+    place (an optimizer step, on the base or the LoRA matrices) or replaced, or an adapter was
+    disabled, enabled, merged or unmerged. LoRA dropout is not applied (the engine only generates).
     """
 
     def __init__(self, janus: nn.Module, fused_copies: bool, onednn: bool = True):
@@ -44,7 +51,7 @@ class Weights(nn.Module):
         self.janus_parts = (janus,)  # a tuple: not registered, so janus's weights are not ours
         self.fused = fused_copies
         self.onednn = onednn and onednn_linear_available()
-        self.seen: list[tuple[int, int]] = []
+        self.seen: list[tuple] = []
         if fused_copies:
             for name, tensor in self.fused_tensors().items():
                 self.register_buffer(name, tensor, persistent=False)
@@ -75,11 +82,14 @@ class Weights(nn.Module):
             ]
         return found
 
-    def versions(self) -> list[tuple[int, int]]:
-        return [(linear.weight.data_ptr(), linear.weight._version) for linear in self.linears()]
+    def versions(self) -> list[tuple]:
+        """What the copies were made from: each linear's weight version, and for a LoRA layer its
+        adapters' versions and flags (`lora.linear_state`)."""
+        return [linear_state(linear) for linear in self.linears()]
 
+    @torch.no_grad()
     def fused_tensors(self) -> dict[str, torch.Tensor]:
-        t = lambda *linears: pack(torch.cat([linear.weight.detach() for linear in linears]), self.onednn)
+        t = lambda *linears: pack(torch.cat([effective_weight(linear) for linear in linears]), self.onednn)
         tensors = {}
         for i, layer in enumerate(self.janus.model.language_model.layers):
             attn, block = layer.self_attn, layer.mlp

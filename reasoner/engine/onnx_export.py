@@ -16,11 +16,15 @@
 | image_head.onnx       | hidden (R, H) -> logits (R, image vocab) (the generation head)             |
 | vq_decoder.onnx       | image_ids (B, N) -> pixels (B, side, side, 3), roughly in [-1, 1]          |
 
-The cache key hashes the model's files (config.json and *.safetensors) when it was loaded from a
-directory, else its weights, together with the dtype and this file's EXPORT_VERSION, so a changed
-model or exporter never reuses a stale graph. float32 graphs for a float32 model; float16 for a
-bfloat16 one, as models load on CUDA (ONNX Runtime's CUDA kernels cover float16 more widely than
-bfloat16).
+The cache key hashes the model's files (config.json and *.safetensors, and an adapter merged in at
+load time: `adapter_dir`) when it was loaded from a directory, else its weights, together with the
+dtype and this file's EXPORT_VERSION, so a changed model or exporter never reuses a stale graph. A
+model with peft LoRA layers injected (the finetune trainer's) is keyed on its weights, adapters and
+their enabled / merged state whatever its directory, and exported with each layer's effective
+weight (`lora.without_lora`): the graphs hold the weights as they were at export.
+
+float32 graphs for a float32 model; float16 for a bfloat16 one, as models load on CUDA (ONNX
+Runtime's CUDA kernels cover float16 more widely than bfloat16).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from torch import nn
 
 from .fast_weights import Weights
 from .llama import DecoderShape, rope_tables, run_layers
+from .lora import lora_layers, without_lora
 
 EXPORT_VERSION = 2  # 2: the decoder step is the fast engine's layers (q/k/v in one product)
 OPSET = 18
@@ -144,18 +149,29 @@ class VQDecoder(nn.Module):
 # -- the cache ------------------------------------------------------------------------------------
 
 
-def model_key(janus: nn.Module, model_dir: Path | None, dtype: torch.dtype) -> str:
-    """A hash of the model files (or, for a model built in code, of its weights), dtype and exporter."""
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def model_key(janus: nn.Module, model_dir: Path | None, dtype: torch.dtype, adapter_dir: Path | None = None) -> str:
+    """A hash of the model files and of the adapter merged into it at load (or, for a model built in
+    code or with LoRA layers injected, of its weights and adapters), dtype and exporter."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(f"reasoner-onnx v{EXPORT_VERSION} opset {OPSET} {dtype}".encode())
-    files = sorted(Path(model_dir).glob("*.safetensors")) + [Path(model_dir) / "config.json"] if model_dir else []
-    if files and all(f.is_file() for f in files):
+    files = []
+    if model_dir:
+        files = sorted(Path(model_dir).glob("*.safetensors")) + [Path(model_dir) / "config.json"]
+        files += [Path(adapter_dir) / name for name in ADAPTER_FILES] if adapter_dir else []
+    layers = lora_layers(janus)  # injected after loading: the files no longer describe the weights
+    if files and all(f.is_file() for f in files) and not layers:
         for path in files:
             digest.update(path.name.encode())
             with open(path, "rb") as handle:
                 while chunk := handle.read(1 << 24):
                     digest.update(chunk)
     else:
+        for name, layer in layers:  # which adapters count, beside their weights (in the state dict below)
+            flags = (layer.disable_adapters, layer.merged_adapters, layer.active_adapters, layer.scaling)
+            digest.update(f"{name} {flags}".encode())
         digest.update(json.dumps(janus.config.to_dict(), sort_keys=True, default=str).encode())
         for name, tensor in janus.state_dict().items():
             digest.update(name.encode())
@@ -176,10 +192,14 @@ def log(message: str) -> None:
 
 
 def ensure_exported(
-    janus: nn.Module, model_dir: Path | None, dtype: torch.dtype, cache_dir: Path | None = None
+    janus: nn.Module,
+    model_dir: Path | None,
+    dtype: torch.dtype,
+    cache_dir: Path | None = None,
+    adapter_dir: Path | None = None,
 ) -> Path:
     """The directory with this model's graphs in `dtype`, exporting them on first use."""
-    key = model_key(janus, model_dir, dtype)
+    key = model_key(janus, model_dir, dtype, adapter_dir)
     directory = exported_dir(cache_dir or default_cache_dir(), key)
     if is_complete(directory):
         return directory
@@ -197,6 +217,7 @@ def export_all(janus: nn.Module, directory: Path, dtype: torch.dtype) -> None:
     shape = DecoderShape.of(config.text_config)
     hidden = config.text_config.hidden_size
     max_positions = max(config.text_config.max_position_embeddings, 2 * config.vision_config.num_image_tokens + 512)
+    janus = without_lora(janus)  # LoRA layers as plain linears of their effective weights (a copy)
     # Export from the CPU in the target dtype; a copy unless the model already is that.
     weight = janus.lm_head.weight
     if weight.device.type != "cpu" or weight.dtype != dtype:

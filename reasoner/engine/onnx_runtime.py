@@ -10,6 +10,12 @@ tensors on the same device (CUDA execution provider on a GPU, sharing torch's CU
 provider elsewhere), so the guidance mix and the seeded pick run in torch on the device with the
 very code of the fast engine (`sampling.py`). A reflection's picture is read in torch (the
 backend's `picture_features`) and its features go in at the image placeholders.
+
+The graphs hold the weights as they were at export, LoRA layers included (their effective weights).
+Following changed weights means exporting again: each token loop first checks whether any weight
+or adapter of the model changed since (an optimizer step, `disable_adapter()`, a merge) and, if
+so, exports the model anew, keyed on its weights (seconds for the tiny test model, minutes for a
+large one). A trainer that changes the weights every step wants the fast engine instead.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import torch
 
 from .fast import decode_until_stopped
 from .guidance import SpecialTokens, guidance_rows
+from .lora import model_state
 from .onnx_export import GRAPHS, ensure_exported, export_dtype
 from .sampling import RowNoise, guided, pick
 
@@ -109,14 +116,18 @@ class OnnxEngine:
         model_dir: Path | None = None,
         cache_dir: Path | None = None,
         progress: bool = True,
+        adapter_dir: Path | None = None,
     ):
+        """`model_dir` (and `adapter_dir`, an adapter merged in at load) key the export cache on
+        their files; None keys it on the weights."""
         self.janus = janus
         self.special = special
         self.device = janus.lm_head.weight.device
         self.dtype = export_dtype(janus.lm_head.weight.dtype)
         self.progress = progress
-        self.directory = ensure_exported(janus, model_dir, self.dtype, cache_dir)
-        self.graphs = {name: Graph(self.directory / f"{name}.onnx", self.device) for name in GRAPHS}
+        self.model_dir, self.adapter_dir, self.cache_dir = model_dir, adapter_dir, cache_dir
+        self.exported_state = None
+        self.follow_weights()
         text = janus.config.text_config
         self.layers = text.num_hidden_layers
         self.hidden = text.hidden_size
@@ -132,6 +143,19 @@ class OnnxEngine:
                 f"onnx engine: {self.directory} on {self.graphs['decoder_step'].session.get_providers()[0]}",
                 file=sys.stderr,
             )
+
+    def follow_weights(self) -> None:
+        """Export (or find in the cache) the graphs of the model's weights as they are now."""
+        state = model_state(self.janus)
+        if state == self.exported_state:
+            return
+        changed = self.exported_state is not None
+        if changed:  # the directory's files no longer describe the weights: key on the weights
+            self.model_dir = self.adapter_dir = None
+            print("onnx engine: the model's weights changed since the export; exporting again", file=sys.stderr)
+        self.directory = ensure_exported(self.janus, self.model_dir, self.dtype, self.cache_dir, self.adapter_dir)
+        self.graphs = {name: Graph(self.directory / f"{name}.onnx", self.device) for name in GRAPHS}
+        self.exported_state = state
 
     # -- graph calls ------------------------------------------------------------------------------
 
@@ -176,6 +200,7 @@ class OnnxEngine:
         """(len(seeds), num_image_tokens) image tokens: row k from contexts[k] (one length) with seeds[k]."""
         batch, count = len(seeds), self.num_image_tokens
         assert len(contexts) == batch, "one context per seed"
+        self.follow_weights()
         # 1. [B conditional rows; B unconditional rows], prefilled together
         ids = torch.tensor(guidance_rows(contexts, self.special), device=self.device)
         noise = self.noise(seeds, self.image_vocab, temperature)
@@ -202,6 +227,7 @@ class OnnxEngine:
     ) -> list[list[int]]:
         """New tokens after each context (one length), up to and including its first stop token."""
         assert len(contexts) == len(seeds), "one context per seed"
+        self.follow_weights()
         input_ids = torch.tensor(contexts, device=self.device)
         embeds = self.embed_text(input_ids)
         if image_features is not None:  # one picture per row, read by torch (the backend)
@@ -224,6 +250,7 @@ class OnnxEngine:
     @torch.no_grad()
     def decode_pixels(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, side, side, 3) pixels, roughly in [-1, 1], from the VQ decoder graph."""
+        self.follow_weights()
         side = self.janus.config.vq_config.num_patches * 2 ** (len(self.janus.config.vq_config.channel_multiplier) - 1)
         pixels = torch.empty(tokens.shape[0], side, side, 3, dtype=self.dtype, device=self.device)
         self.graphs["vq_decoder"].run(
