@@ -1,0 +1,41 @@
+"""`python -m finetune grpo ...` trains; `python -m finetune merge ADAPTER --out DIR` bakes a LoRA in.
+
+Multi-device: `accelerate launch --config_file finetune/configs/zero2.yaml -m finetune grpo ...`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from reasoner.errors import ReasonerError
+
+USAGE = "usage: python -m finetune {grpo,merge} ...  (python -m finetune grpo --help for the settings)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    try:
+        if command == "grpo":
+            from .config import parse_config
+            from .trainer import GRPOTrainer
+
+            config = parse_config(rest)
+            GRPOTrainer(config).train()
+            return 0
+        if command == "merge":
+            from .merge import main as merge_main
+
+            return merge_main(rest)
+    except ReasonerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"error: unknown command {command!r}\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Rewards: plain callables `reward(prompts, plans, pictures) -> list[float]`, summed with weights.
+
+`plans[i]` is the plan text trajectory i drew from ("" for a direct rollout), `pictures[i]` its
+PIL picture. Built in:
+- `checker`: the shapes world's checker. 1 when the detected scene meets every requirement of the
+  prompt and holds nothing else; otherwise partial credit, up to 0.5, for the checks it passes
+  (object count, objects of the asked colour and shape, layout, relation), so a group that is all wrong still ranks.
+- `plan_valid`: 1 when the plan parses in the shapes grammar and its objects meet the prompt by
+  themselves (what the picture would need), 0.5 when it parses only, 0 otherwise; 1 for direct
+  rollouts (no plan to judge, so the reward does not tell think from direct).
+Anything else is `module:function` (an HPS, ImageReward or CLIP scorer whose weights are on disk),
+imported once; the reward model of people's preferences plugs in the same way.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from PIL import Image
+
+from reasoner.errors import PlanError
+from reasoner.shapes import Scene, parse_plan, parse_prompt
+from reasoner.shapes.detect import detect
+from reasoner.shapes.prompts import Unscorable
+from reasoner.worlds import plan_body
+
+from .config import ConfigError
+
+Reward = Callable[[list[str], list[str], list[Image.Image]], list[float]]
+
+
+def partial_credit(scene: Scene | None, prompt: str) -> float:
+    """1.0 exact; else 0.5 x the fraction of the prompt's checks the scene passes; 0 unscorable."""
+    spec = parse_prompt(prompt)
+    if isinstance(spec, Unscorable) or scene is None:
+        return 0.0
+    if spec.explain_failure(scene) is None:
+        return 1.0
+    requirements = spec.requirements
+    objects = scene.objects
+    unused = list(objects)
+    matched = 0
+    for group in requirements.groups:  # greedily: each object counts for one group
+        for _ in range(group.count):
+            match = next((o for o in unused if group.matches(o)), None)
+            if match is not None:
+                unused.remove(match)
+                matched += 1
+    checks = [float(len(objects) == requirements.total), matched / max(1, requirements.total)]
+    if requirements.layout is not None:
+        checks.append(float(frozenset(o.position for o in objects) in requirements.layout.alternatives))
+    if requirements.relation is not None:
+        shares = list(requirements._attribute_matches(objects))
+        checks.append(float(any(requirements._relation_holds(s) for s in shares)))
+    return 0.5 * sum(checks) / len(checks)
+
+
+def checker(prompts: list[str], plans: list[str], pictures: list[Image.Image]) -> list[float]:
+    return [partial_credit(detect(picture).scene, prompt) for prompt, picture in zip(prompts, pictures)]
+
+
+def plan_valid(prompts: list[str], plans: list[str], pictures: list[Image.Image]) -> list[float]:
+    scores = []
+    for prompt, plan in zip(prompts, plans):
+        if not plan:
+            scores.append(1.0)
+            continue
+        try:
+            scene = parse_plan(plan_body(plan))
+        except PlanError:
+            scores.append(0.0)
+            continue
+        scores.append(0.5 + 0.5 * (partial_credit(scene, prompt) == 1.0))
+    return scores
+
+
+BUILT_IN: dict[str, Reward] = {"checker": checker, "plan_valid": plan_valid}
+
+
+def load_reward(name: str) -> Reward:
+    """A built-in reward, or the function `module:function` names."""
+    if name in BUILT_IN:
+        return BUILT_IN[name]
+    module_name, _, function_name = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ConfigError(f"rewards: module {module_name!r} could not be imported ({error})") from None
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise ConfigError(f"rewards: {module_name!r} has no function {function_name!r}")
+    return function
+
+
+@dataclass
+class RewardEnsemble:
+    """The weighted sum of named rewards; each component's values are kept for the metrics."""
+
+    names: list[str]
+    weights: list[float]
+    functions: list[Reward]
+
+    @classmethod
+    def of(cls, names: list[str], weights: list[float]) -> RewardEnsemble:
+        return cls(list(names), list(weights), [load_reward(name) for name in names])
+
+    def __call__(
+        self, prompts: list[str], plans: list[str], pictures: list[Image.Image]
+    ) -> tuple[list[float], dict[str, list[float]]]:
+        """(total per trajectory, {name: that reward's values})."""
+        components = {}
+        for name, function in zip(self.names, self.functions):
+            values = [float(v) for v in function(prompts, plans, pictures)]
+            if len(values) != len(prompts):
+                raise ValueError(f"reward {name} gave {len(values)} values for {len(prompts)} trajectories")
+            components[name] = values
+        totals = [
+            sum(w * components[name][i] for name, w in zip(self.names, self.weights)) for i in range(len(prompts))
+        ]
+        return totals, components

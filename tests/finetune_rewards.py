@@ -1,0 +1,17 @@
+"""A reward for the finetune tests, loaded as `tests.finetune_rewards:redness` (module:function).
+
+A random tiny model never meets a shapes prompt, so the checker gives every trajectory of a group
+the same reward and nothing would be learned; redness differs from picture to picture.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def redness(prompts, plans, pictures):
+    scores = []
+    for picture in pictures:
+        rgb = np.asarray(picture.convert("RGB"), dtype=np.float32) / 255
+        scores.append(float((rgb[..., 0] - rgb[..., 1:].mean(-1)).mean()))
+    return scores
