@@ -87,6 +87,9 @@ class GRPOTrainer:
         trainable = [p for p in self.backend.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
         self.scorer, self.optimizer = self.accelerator.prepare(self.scorer, self.optimizer)
+        processes = self.accelerator.num_processes
+        if config.prompts_per_step % processes:
+            raise ConfigError(f"prompts_per_step={config.prompts_per_step}: must divide by the {processes} processes")
         self.rewards = RewardEnsemble.of(config.rewards, config.reward_weights)
         self.prompts = read_prompts(config.prompts, config.seed)
         self.step = 0
@@ -137,11 +140,13 @@ class GRPOTrainer:
     def train_step(self) -> dict:
         config, backend = self.config, self.backend
         started = time.perf_counter()
-        # 1. The step's prompts
+        # 1. The step's prompts; with several processes, each rolls out its share
         prompts = step_prompts(self.prompts, self.step, config.prompts_per_step, config.seed)
+        rank, processes = self.accelerator.process_index, self.accelerator.num_processes
+        prompts = prompts[rank::processes]
         # 2. Rollouts on the engine, from the weights as they are now
         backend.model.eval()
-        trajectories = roll_out(backend, prompts, self.rollout_settings(), config.seed, self.step)
+        trajectories = roll_out(backend, prompts, self.rollout_settings(), config.seed * processes + rank, self.step)
         rolled = time.perf_counter()
         metrics = {"step": self.step + 1, "rollout_seconds": rolled - started}
         if config.compare_engines and self.step == 0:
@@ -266,7 +271,10 @@ class GRPOTrainer:
         self.step = checkpoints.load_checkpoint(latest, self.policy, self.optimizer)
         self.log(f"resumed from {latest} at step {self.step}")
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return None
         saver = self.save_adapter if self.config.uses_lora else None
         path = checkpoints.save_checkpoint(
             self.run_dir, self.step, self.policy, self.optimizer, asdict(self.config), saver
@@ -275,6 +283,9 @@ class GRPOTrainer:
         return path
 
     def evaluate(self) -> dict:
+        """Dev-suite accuracy, on the main process (the others wait at the next gradient sync)."""
+        if not self.accelerator.is_main_process:
+            return {}
         self.backend.model.eval()
         figures = dev_accuracy(self.backend, self.config.eval_prompts, self.cfg_scale)
         return {f"dev/{mode}": value for mode, value in figures.items()}

@@ -3,7 +3,9 @@
 
 Modes, each on the same dev-split prompts and seeds:
 - direct: draw from the prompt alone;
-- think: write a plan, then draw from it;
+- think: write a plan (greedily), then draw from it;
+- think-sampled: the same with plans sampled at temperature 1, each picture its own plan (what
+  GRPO samples and what varied candidates use);
 - reflect: look at each think picture, redraw where the reflection revises (seed + 16), and look
   again at each redraw, up to `--reflect-rounds` looks (as the pipeline's `reflect_rounds`);
 - follow: draw from random valid plans a person might write (1-4 objects), and check the
@@ -40,7 +42,7 @@ from .shapes import (
     score_image,
 )
 
-MODES = ("direct", "think", "reflect", "follow")
+MODES = ("direct", "think", "think-sampled", "reflect", "follow")
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class EvalSettings:
     temperature: float = 1.0
     batch_size: int = 64
     reflect_rounds: int = 1  # reflect mode: looks at a picture and its redraws, at most
+    pictures: int = 1  # pictures per prompt, each with its own seed (and, think-sampled, its own plan)
 
 
 def progress(message: str) -> None:
@@ -111,7 +114,7 @@ class EvalResults:
 
 
 def evaluate(backend: JanusBackend, modes: list[str], settings: EvalSettings) -> EvalResults:
-    suite = make_suite("dev", settings.prompts, settings.seed)
+    suite = [p for p in make_suite("dev", settings.prompts, settings.seed) for _ in range(settings.pictures)]
     prompts = [p.prompt for p in suite]
     seeds = [settings.seed + i for i in range(len(suite))]
     draw = lambda plans, seeds_: draw_pictures(
@@ -133,6 +136,12 @@ def evaluate(backend: JanusBackend, modes: list[str], settings: EvalSettings) ->
         pictures = draw(plans, seeds)
         results.accuracy["think"] = accuracy(suite, pictures)
         results.examples = [{"prompt": p, "plan": plan} for p, plan in list(zip(prompts, plans))[:8]]
+    if "think-sampled" in modes:
+        progress(f"think-sampled: {len(prompts)} sampled plans and pictures")
+        sampled = [
+            as_read(Plan(text, "model")) for text in write_plans(backend, prompts, seeds, 1.0, settings.batch_size)
+        ]
+        results.accuracy["think-sampled"] = accuracy(suite, draw(sampled, seeds))
     if "reflect" in modes:
         final, results.reflect = reflect_mode(pipeline, suite, plans, pictures, seeds, settings)
         results.accuracy["reflect"] = accuracy(suite, final)
@@ -288,6 +297,10 @@ def run_eval(args) -> int:
         from .errors import InvalidSettingError
 
         raise InvalidSettingError(f"unknown eval modes {unknown}; choose from {', '.join(MODES)}")
+    if args.pictures < 1:
+        from .errors import InvalidSettingError
+
+        raise InvalidSettingError(f"--pictures {args.pictures}: at least 1 picture per prompt")
     directory, name = resolve_model(args.model)
     backend = JanusBackend.from_pretrained(directory, device=args.device, name=name, engine=args.engine)
     cfg = args.cfg if args.cfg is not None else backend.info.default_cfg_scale
@@ -297,6 +310,7 @@ def run_eval(args) -> int:
         cfg_scale=cfg,
         temperature=args.temperature,
         reflect_rounds=check_reflect_rounds(args.reflect_rounds),
+        pictures=args.pictures,
     )
     results = evaluate(backend, modes, settings)
     print(table(results))
@@ -313,6 +327,7 @@ def add_eval_command(commands) -> None:
     parser.add_argument("--modes", default="direct,think,reflect,follow", help=f"comma-separated: {', '.join(MODES)}")
     parser.add_argument("--prompts", type=int, default=EvalSettings.prompts, help="held-out prompts")
     parser.add_argument("--seed", type=int, default=EvalSettings.seed)
+    parser.add_argument("--pictures", type=int, default=EvalSettings.pictures, help="pictures per prompt")
     parser.add_argument("--cfg", type=float, default=None, help="guidance scale; default: the model's own")
     parser.add_argument("--temperature", type=float, default=EvalSettings.temperature)
     parser.add_argument(
