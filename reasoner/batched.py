@@ -1,8 +1,10 @@
 """Many prompts at once through a Janus backend: for evaluation and for building training data.
 
-Each prompt gets exactly what the pipeline would give it alone (same layout, same per-row seed);
-prompts are grouped by context length so that no row is padded, and each group runs through the
-backend's batched token loops on its engine (`backend.engine`: hf, fast or onnx).
+Each prompt gets exactly what the pipeline would give it alone (same layout, same per-row seed).
+Rows go through the backend's batched token loops on its engine (`backend.engine`) in calls of
+at most `batch_size` rows (`calls`): on fast, rows of any lengths together (it pads them), taken
+in order of length so that little is padded; on hf and onnx, which run one length a call, rows
+grouped by context length.
 """
 
 from __future__ import annotations
@@ -24,6 +26,15 @@ def same_length_groups(sequences: list[list[int]], batch_size: int) -> list[list
     return [rows[i : i + batch_size] for rows in by_length.values() for i in range(0, len(rows), batch_size)]
 
 
+def calls(backend: JanusBackend, contexts: list[list[int]], batch_size: int) -> list[list[int]]:
+    """Row indices of the backend calls to make, at most `batch_size` rows each: chunks of the rows
+    sorted by length on the fast engine (one call takes mixed lengths), else same-length groups."""
+    if backend.engine != "fast":
+        return same_length_groups(contexts, batch_size)
+    order = sorted(range(len(contexts)), key=lambda i: len(contexts[i]))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 def texts_in_groups(
     backend: JanusBackend,
     contexts: list[list[int]],
@@ -35,7 +46,7 @@ def texts_in_groups(
     batch_size: int = 64,
 ) -> list[str]:
     texts = [""] * len(contexts)
-    for rows in same_length_groups(contexts, batch_size):
+    for rows in calls(backend, contexts, batch_size):
         pixel_values = None if pictures is None else torch.cat([backend.pixel_values(pictures[i]) for i in rows])
         written = backend.generate_texts(
             [contexts[i] for i in rows], pixel_values, [seeds[i] for i in rows], temperature, max_new_tokens, stop_ids
@@ -93,7 +104,7 @@ def draw_pictures(
 ) -> list[Image.Image]:
     contexts = [backend.draw_context_ids(p, plan) for p, plan in zip(prompts, plans)]
     pictures = [None] * len(prompts)
-    for rows in same_length_groups(contexts, batch_size):
+    for rows in calls(backend, contexts, batch_size):
         tokens = backend.generate_image_token_rows(
             [contexts[i] for i in rows], [seeds[i] for i in rows], cfg_scale, temperature, 0
         )

@@ -1,8 +1,8 @@
 """Batched generation on every engine: several prompts at once give what each gives alone.
 
-Rows of one batch have contexts of one length but different prompts (and a prompt repeated with
-another seed); each row must match the same engine run on that prompt and seed alone, token for
-token, greedy and sampled. Then `python -m reasoner eval --engine` runs and records its engine.
+Rows of one batch have different prompts (and a prompt repeated with another seed): of one length
+on hf and onnx, of several on fast; each row must match the same engine run on that prompt and seed
+alone, token for token, greedy and sampled. Then `python -m reasoner eval --engine` runs and records its engine.
 """
 
 import json
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from reasoner.backends.janus import JanusBackend
-from reasoner.batched import draw_pictures, same_length_groups, write_plans, write_reflections
+from reasoner.batched import calls, draw_pictures, same_length_groups, write_plans, write_reflections
 from reasoner.cli import main
 from reasoner.engine import ENGINES
 
@@ -37,6 +37,14 @@ def test_the_prompts_make_groups_of_several_contexts(tiny_backend):
     groups = same_length_groups(contexts, batch_size=64)
     assert sorted(map(len, groups)) == [1, 2, 3]
     assert all(len({tuple(contexts[i]) for i in group}) > 1 for group in groups if len(group) > 1)
+    # the fast engine takes every length in one call, at most batch_size rows, shortest first
+    fast = JanusBackend(
+        tiny_backend.model, tiny_backend.tokenizer, tiny_backend.image_processor, tiny_backend.template, "tiny"
+    )
+    assert calls(fast, contexts, batch_size=64) == [[1, 3, 0, 2, 5, 4]]
+    assert calls(fast, contexts, batch_size=4) == [[1, 3, 0, 2], [5, 4]]
+    hf = JanusBackend(fast.model, fast.tokenizer, fast.image_processor, fast.template, "tiny", engine="hf")
+    assert calls(hf, contexts, batch_size=64) == groups
 
 
 @pytest.mark.slow  # the module's ONNX export
@@ -49,7 +57,7 @@ def test_batched_plans_and_pictures_match_each_prompt_alone(backends, engine, te
 
     contexts = [backend.draw_context_ids(p, PLAN) for p in PROMPTS]
     expected = [None] * len(PROMPTS)
-    for group in same_length_groups(contexts, batch_size=64):
+    for group in calls(backend, contexts, batch_size=64):
         rows = backend.generate_image_token_rows(
             [contexts[i] for i in group], [SEEDS[i] for i in group], 3.0, temperature, 0
         )

@@ -4,8 +4,9 @@ Token loops run on one of three engines (`reasoner/engine`): "hf", the reference
 token comes from transformers' own `generate` with token choice done by `SeededSampler` so that each
 candidate has its own seed; "fast" (static KV cache, compiled decode step; the default) and "onnx"
 (ONNX Runtime), which give the reference's tokens for greedy settings. Each loop has a batched
-form (`generate_texts`, `generate_image_token_rows`): several contexts of one length, one a row,
-each with its own seed, each row what it gives alone. Loading a model directory is
+form (`generate_texts`, `generate_image_token_rows`): several contexts, one a row, each with its
+own seed, each row what it gives alone. Contexts may differ in length: the fast engine pads them
+into one batch; hf and onnx run one length a call. Loading a model directory is
 `janus_loading.py`'s; the token layouts are the template's (`janus_template.py`).
 """
 
@@ -20,6 +21,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from ..engine import DEFAULT_ENGINE, SpecialTokens, check_engine, make_engine
 from ..engine.fast import cut_after_stop
+from ..engine.padding import run_by_length
 from ..errors import ModelLoadError
 from .base import DrawnImage, ModelInfo
 from .janus_loading import load_janus
@@ -254,7 +256,7 @@ class JanusBackend:
         max_new_tokens: int,
         stop_ids: list[int],
     ) -> list[str]:
-        """One text per context (all of one length), row k with seeds[k]; each what it gives alone.
+        """One text per context (of any lengths), row k with seeds[k]; each what it gives alone.
 
         `pixel_values`: one picture per context (a reflection's, run on `reflect_model`), or None.
         """
@@ -277,6 +279,18 @@ class JanusBackend:
         model, runner = (self.model, self.runner) if pixel_values is None else (self.reflect_model, self.reflect_runner)
         if runner is not None:
             return runner.text_tokens(contexts, features, seeds, temperature, max_new_tokens, stop_ids)
+        if len({len(c) for c in contexts}) > 1:  # transformers' generate, unpadded: one length a call
+            return run_by_length(
+                contexts,
+                lambda rows: self.generate_text_ids(
+                    [contexts[i] for i in rows],
+                    None if pixel_values is None else pixel_values[rows],
+                    [seeds[i] for i in rows],
+                    temperature,
+                    max_new_tokens,
+                    stop_ids,
+                ),
+            )
         input_ids = torch.tensor(contexts, device=self.device)
         config = GenerationConfig(
             bos_token_id=self.bos_id,
@@ -309,10 +323,15 @@ class JanusBackend:
     def generate_image_token_rows(
         self, contexts: list[list[int]], seeds: list[int], cfg_scale: float, temperature: float, top_k: int
     ) -> torch.Tensor:
-        """(len(seeds), num_image_tokens) image tokens, row k from contexts[k] (all of one length)
+        """(len(seeds), num_image_tokens) image tokens, row k from contexts[k] (of any lengths)
         with seeds[k], guided by its prompt-dropped context; each row what it gives alone."""
         if self.runner is not None:
             return self.runner.image_tokens(contexts, seeds, cfg_scale, temperature, top_k)
+        if len({len(c) for c in contexts}) > 1:  # transformers' generate, unpadded: one length a call
+            run = lambda rows: self.generate_image_token_rows(
+                [contexts[i] for i in rows], [seeds[i] for i in rows], cfg_scale, temperature, top_k
+            )
+            return torch.stack(run_by_length(contexts, run))
         input_ids = torch.tensor(contexts, device=self.device)
         config = GenerationConfig(
             bos_token_id=self.bos_id,

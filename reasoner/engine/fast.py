@@ -6,7 +6,10 @@
         [ids_a, ids_b], None, seeds=[0, 1], temperature=0.0, max_new_tokens=96, stop_ids=[eos, boi]
     )
 
-Row k of a call comes from contexts[k] and seeds[k]; the contexts of one call have one length.
+Row k of a call comes from contexts[k] and seeds[k]. The contexts of one call may differ in length:
+they are left-padded to the longest, each row with its own rotary positions and its padding keys
+masked, in prefill and in every step (`padding.py`), so each row gives what it gives alone; a call
+whose contexts have one length has no padding and takes the unmasked path.
 
 It reads the weights of a loaded `JanusForConditionalGeneration`: the Llama layers, final norm and
 rotary frequencies of `model.model.language_model`, `lm_head` for text, `generation_embeddings` +
@@ -17,13 +20,14 @@ them in place; on a CPU through packed copies that follow the model's weights
 What it does that transformers' `generate` does not:
 
 1. One KV cache preallocated per row count, (rows, kv_heads, max_len, head_dim) per layer, written
-   in place at the step's position (`KVCache`), reused from call to call.
+   in place at the step's position (`fast_decoder.KVCache`), reused from call to call.
 2. `prefill` runs the context once; the decode-one-token step (`decode_image_token`,
    `decode_text_token`) runs one position from the previous token's embedding to the choice of
    the next token, with no Python in between.
 3. Guidance is one doubled batch, [B conditional rows; B unconditional rows]; only the distinct
    contexts are prefilled (2 rows, not 2B, when the candidates share a prompt; contexts of one
-   length share their unconditional one) and copied into the cache rows.
+   length share their unconditional one) and copied into the cache rows. The unconditional row of
+   a context is padded as the context is.
 4. Sampling on the device (`sampling.py`): each candidate's noise drawn from its own generator
    outside the step, the pick (mix, temperature, top-k, argmax) inside it.
 5. On CUDA, the decode step runs under `torch.compile(mode="reduce-overhead")`: CUDA graphs
@@ -31,7 +35,8 @@ What it does that transformers' `generate` does not:
    (not to the cache's end); that length is marked dynamic, so one compile serves all lengths and
    one CUDA graph is recorded per bucket. Weights are used in their loaded dtype (bf16 on GPU);
    guidance and sampling run on float32 scores. Elsewhere attention reads the cache exactly up to
-   the position, unmasked. On a CPU compiling is opt-in (`REASONER_FAST_COMPILE=1`; see
+   the position, unmasked but for padding. Each row's first real slot (`FastDecoder.start`) is a
+   step argument at a fixed address, like the position. On a CPU compiling is opt-in (`REASONER_FAST_COMPILE=1`; see
    `compiled_step`): inductor freezes the weights into the step, so new weights drop the step.
 """
 
@@ -42,12 +47,12 @@ import sys
 import threading
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .fast_decoder import FastDecoder
 from .fast_weights import Weights
 from .guidance import SpecialTokens, guidance_rows
-from .llama import DecoderShape, rope_tables, run_layers
+from .padding import left_pad
 from .sampling import RowNoise, guided, pick
 
 BUCKET = 64  # attention reads the cache in steps of this many positions
@@ -64,154 +69,6 @@ def distinct_rows(rows: list[list[int]]) -> tuple[list[list[int]], list[int]]:
     where: dict[tuple[int, ...], int] = {}
     index = [where.setdefault(tuple(row), len(where)) for row in rows]
     return [list(row) for row in where], index
-
-
-class KVCache(nn.Module):
-    def __init__(self, rows: int, kv_heads: int, max_len: int, head_dim: int, dtype: torch.dtype, device: torch.device):
-        super().__init__()
-        shape = (rows, kv_heads, max_len, head_dim)
-        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-
-    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Write k, v (rows, kv_heads, T, head_dim) at positions input_pos (T,)."""
-        self.k.index_copy_(2, input_pos, k)
-        self.v.index_copy_(2, input_pos, v)
-
-
-class FastDecoder(nn.Module):
-    """The decoder for a fixed number of rows, with its caches, noise buffer and sampling settings.
-
-    Buffers live here (static addresses for CUDA graphs); weights are read through `weights`,
-    shared by all decoders of an engine.
-    """
-
-    def __init__(
-        self,
-        janus: nn.Module,
-        weights: Weights,
-        rows: int,
-        max_len: int,
-        vocab: int,
-        candidates: int,
-        exact_reads: bool,
-    ):
-        super().__init__()
-        self.janus = janus
-        self.weights = weights
-        language_model = janus.model.language_model
-        self.shape = DecoderShape.of(language_model.config)
-        self.rows, self.max_len = rows, max_len
-        weight = language_model.embed_tokens.weight
-        device, dtype = weight.device, weight.dtype
-        self.caches = nn.ModuleList(
-            KVCache(rows, self.shape.kv_heads, max_len, self.shape.head_dim, dtype, device)
-            for _ in range(self.shape.layers)
-        )
-        cos, sin = rope_tables(language_model.rotary_emb, max_len, dtype)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
-        self.register_buffer("positions", torch.arange(max_len, device=device), persistent=False)
-        # What a step reads that changes between steps: plain attributes, not buffers, and passed to
-        # the step as arguments (see `decode_image_token`); fixed addresses for CUDA graphs.
-        self.input_pos = torch.zeros(1, dtype=torch.long, device=device)
-        self.noise = torch.ones(candidates, vocab, device=device)
-        self.cfg_scale = torch.ones((), device=device)
-        self.temperature = torch.ones((), device=device)
-        self.exact_reads = exact_reads  # decode steps read the cache exactly up to their position (no mask)
-
-    @property
-    def language_model(self) -> nn.Module:
-        """The Llama decoder whose layers, norms and attention scales the steps read."""
-        return self.janus.model.language_model
-
-    def prefill(self, x: torch.Tensor, cache_rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Run contexts x (r, T, hidden) from position 0; cache row j gets context cache_rows[j].
-
-        `cache_rows` None: one cache row per context. Returns the last position's hidden state
-        (r, hidden), after the final norm.
-        """
-        length = x.shape[1]
-        rows = x.shape[0] if cache_rows is None else cache_rows.shape[0]
-        assert rows == self.rows and length <= self.max_len, (x.shape, rows, self.rows, self.max_len)
-        gqa = self.shape.kv_heads != self.shape.heads
-
-        def attend(i: int, layer, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=layer.self_attn.scaling, enable_gqa=gqa)
-            # e.g. [c, u] -> [c, c, ..., u, u, ...]: the [conditional rows; unconditional rows] layout
-            cache = self.caches[i]
-            cache.k[:, :, :length] = k if cache_rows is None else k.index_select(0, cache_rows)
-            cache.v[:, :, :length] = v if cache_rows is None else v.index_select(0, cache_rows)
-            return y
-
-        return run_layers(
-            self.weights, self.language_model, self.shape, x, self.rope_cos[:length], self.rope_sin[:length], attend
-        )
-
-    def forward_one(self, x: torch.Tensor, input_pos: torch.Tensor, kv_positions: torch.Tensor) -> torch.Tensor:
-        """One position for every row: x (rows, 1, hidden) at input_pos (1,) -> hidden (rows, hidden).
-
-        Attention reads cache positions `kv_positions` (0..L-1, L >= input_pos + 1), masked to <= input_pos
-        unless `exact_reads` (then L = input_pos + 1 and there is nothing to mask).
-        """
-        length = kv_positions.shape[0]
-        # additive mask, made once a step for every layer: 0 up to input_pos, -inf after; none when
-        # the positions read end at input_pos (eager steps read exactly that far)
-        mask = (
-            None
-            if self.exact_reads
-            else torch.zeros(1, 1, 1, length, dtype=x.dtype, device=x.device).masked_fill(
-                kv_positions > input_pos, float("-inf")
-            )
-        )
-        gqa = self.shape.kv_heads != self.shape.heads
-
-        def attend(i: int, layer, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            cache = self.caches[i]
-            cache.update(input_pos, k, v)
-            keys, values = cache.k[:, :, :length], cache.v[:, :, :length]  # (rows, kv_heads, L, hd)
-            return F.scaled_dot_product_attention(
-                q, keys, values, attn_mask=mask, scale=layer.self_attn.scaling, enable_gqa=gqa
-            )
-
-        return run_layers(
-            self.weights, self.language_model, self.shape, x, self.rope_cos[input_pos], self.rope_sin[input_pos], attend
-        )
-
-    # The decode steps take what changes between steps (position, noise, sampling settings) as
-    # arguments, not through `self`: a step compiled on a CPU with inductor's freezing folds every
-    # tensor it reads through `self` into the graph as a constant (the KV caches it writes excepted).
-
-    def decode_image_token(
-        self,
-        tokens: torch.Tensor,
-        input_pos: torch.Tensor,
-        kv_positions: torch.Tensor,
-        noise: torch.Tensor,
-        cfg_scale: torch.Tensor,
-        temperature: torch.Tensor,
-        sample: bool,
-        top_k: int,
-    ) -> torch.Tensor:
-        """The next image token of each candidate (B,), given the previous ones (B,). Rows are 2B."""
-        x = self.weights.embed_image(torch.cat([tokens, tokens])[:, None])  # (2B, 1, hidden)
-        logits = self.weights.image_logits(self.forward_one(x, input_pos, kv_positions))  # (2B, vocab)
-        return pick(guided(logits, cfg_scale), noise if sample else None, temperature, top_k)
-
-    def decode_text_token(
-        self,
-        tokens: torch.Tensor,
-        input_pos: torch.Tensor,
-        kv_positions: torch.Tensor,
-        noise: torch.Tensor,
-        cfg_scale: torch.Tensor,
-        temperature: torch.Tensor,
-        sample: bool,
-        top_k: int,
-    ) -> torch.Tensor:
-        x = self.janus.get_input_embeddings()(tokens[:, None])  # (rows, 1, hidden)
-        logits = self.weights.text_logits(self.forward_one(x, input_pos, kv_positions))  # (rows, vocab)
-        return pick(guided(logits, None), noise if sample else None, temperature, top_k)
 
 
 class FastEngine:
@@ -272,9 +129,17 @@ class FastEngine:
         return decoder
 
     def decode(
-        self, kind: str, decoder: FastDecoder, tokens: torch.Tensor, position: int, sample: bool, top_k: int
+        self,
+        kind: str,
+        decoder: FastDecoder,
+        tokens: torch.Tensor,
+        position: int,
+        padded: bool,
+        sample: bool,
+        top_k: int,
     ) -> torch.Tensor:
-        """One compiled (or eager) decode step at `position`; returns the next tokens (a fresh tensor)."""
+        """One compiled (or eager) decode step at slot `position`; returns the next tokens (a fresh
+        tensor). `padded`: the rows' padding is in `decoder.start`."""
         # CUDA graphs: read up to a bucket's end (one graph a bucket), masked; else exactly what exists
         length = position + 1 if self.exact_reads else min(decoder.max_len, round_up(position + 1, BUCKET))
         kv_positions = decoder.positions[:length]
@@ -287,6 +152,7 @@ class FastEngine:
             tokens,
             decoder.input_pos,
             kv_positions,
+            decoder.start if padded else None,
             decoder.noise,
             decoder.cfg_scale,
             decoder.temperature,
@@ -308,6 +174,15 @@ class FastEngine:
         decoder.temperature.fill_(temperature if temperature > 0 else 1.0)
         return RowNoise(seeds, decoder.noise) if temperature > 0 else None
 
+    def set_padding(
+        self, decoder: FastDecoder, starts: list[int], cache_rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Each prefilled context's padding (returned, for prefill); each cache row's goes into
+        `decoder.start`, which the steps read (cache row j holds context cache_rows[j])."""
+        start = torch.tensor(starts, device=self.device)
+        decoder.start.copy_(start if cache_rows is None else start.index_select(0, cache_rows))
+        return start
+
     def log(self, message: str) -> None:
         if self.progress:
             print(message, file=sys.stderr, flush=True)
@@ -317,8 +192,8 @@ class FastEngine:
     def image_tokens(
         self, contexts: list[list[int]], seeds: list[int], cfg_scale: float, temperature: float, top_k: int
     ) -> torch.Tensor:
-        """(len(seeds), num_image_tokens) image tokens: row k from contexts[k] with seeds[k], guided
-        by its prompt-dropped context."""
+        """(len(seeds), num_image_tokens) image tokens: row k from contexts[k] (of any length) with
+        seeds[k], guided by its prompt-dropped context."""
         with self.lock, torch.no_grad():
             return self._image_tokens(contexts, seeds, cfg_scale, temperature, top_k)
 
@@ -332,7 +207,7 @@ class FastEngine:
         stop_ids: list[int],
         top_k: int = 0,
     ) -> list[list[int]]:
-        """New tokens after each context, up to and including its first stop token (at most
+        """New tokens after each context (of any length), up to and including its first stop token (at most
         max_new_tokens). `image_features`: one picture's (tokens, hidden) per context, for reflections."""
         with self.lock, torch.no_grad():
             return self._text_tokens(contexts, image_features, seeds, temperature, max_new_tokens, stop_ids, top_k)
@@ -340,18 +215,22 @@ class FastEngine:
     def _image_tokens(
         self, contexts: list[list[int]], seeds: list[int], cfg_scale: float, temperature: float, top_k: int
     ) -> torch.Tensor:
-        batch, length, count = len(seeds), len(contexts[0]), self.num_image_tokens
-        assert len(contexts) == batch and all(len(c) == length for c in contexts), "one context of one length per seed"
-        # 1. The distinct conditional and unconditional contexts, and a decoder for 2B rows
+        batch, count = len(seeds), self.num_image_tokens
+        assert len(contexts) == batch, "one context per seed"
+        # 1. The distinct conditional and unconditional contexts, left-padded to the longest, and a
+        # decoder for 2B rows
         self.refresh_weights()
         distinct, index = distinct_rows(guidance_rows(contexts, self.special))
-        ids = torch.tensor(distinct, device=self.device)
+        padded_ids, starts = left_pad(distinct, self.special.pad)
+        length, padded = len(padded_ids[0]), any(starts)
+        ids = torch.tensor(padded_ids, device=self.device)
         cache_rows = torch.tensor(index, device=self.device)
         decoder = self.decoder("image", 2 * batch, length + count)
+        start = self.set_padding(decoder, starts, cache_rows) if padded else None
         noise = self.set_sampling(decoder, seeds, cfg_scale, temperature)
         sample = noise is not None
-        # 2. Prefill the distinct contexts once; the first token comes from the last context position
-        hidden = decoder.prefill(self.janus.get_input_embeddings()(ids), cache_rows)  # (distinct, hidden)
+        # 2. Prefill the distinct contexts once; the first token comes from the last context slot
+        hidden = decoder.prefill(self.janus.get_input_embeddings()(ids), cache_rows, start)  # (distinct, hidden)
         logits = self.weights.image_logits(hidden).index_select(0, cache_rows)  # (2B, vocab)
         tokens = torch.empty(batch, count, dtype=torch.long, device=self.device)
         tokens[:, 0] = pick(guided(logits, cfg_scale), noise.draw() if sample else None, temperature, top_k)
@@ -359,7 +238,7 @@ class FastEngine:
         for i in range(1, count):
             if sample:
                 noise.draw()
-            tokens[:, i] = self.decode("image", decoder, tokens[:, i - 1], length + i - 1, sample, top_k)
+            tokens[:, i] = self.decode("image", decoder, tokens[:, i - 1], length + i - 1, padded, sample, top_k)
         return tokens
 
     def _text_tokens(
@@ -372,9 +251,11 @@ class FastEngine:
         stop_ids: list[int],
         top_k: int,
     ) -> list[list[int]]:
-        rows, length = len(contexts), len(contexts[0])
-        assert len(seeds) == rows and all(len(c) == length for c in contexts), "one context of one length per seed"
-        input_ids = torch.tensor(contexts, device=self.device)
+        rows = len(contexts)
+        assert len(seeds) == rows, "one context per seed"
+        padded_ids, starts = left_pad(contexts, self.special.pad)
+        length, padded = len(padded_ids[0]), any(starts)
+        input_ids = torch.tensor(padded_ids, device=self.device)
         # 1. Embeddings of the contexts; a reflection's picture goes in at the image-token positions
         self.refresh_weights()
         x = self.janus.get_input_embeddings()(input_ids)  # (rows, T, hidden)
@@ -384,13 +265,14 @@ class FastEngine:
             x = x.masked_scatter(where, features.to(x.dtype))
         # 2. Prefill, then decode every row until each has written a stop token
         decoder = self.decoder("text", rows, length + max_new_tokens)
+        start = self.set_padding(decoder, starts) if padded else None
         noise = self.set_sampling(decoder, seeds, None, temperature)
         sample = noise is not None
-        logits = self.weights.text_logits(decoder.prefill(x))  # (rows, vocab)
+        logits = self.weights.text_logits(decoder.prefill(x, None, start))  # (rows, vocab)
         first = pick(guided(logits, None), noise.draw() if sample else None, temperature, top_k)
 
         def step(token: torch.Tensor, written: int) -> torch.Tensor:
-            return self.decode("text", decoder, token, length + written - 1, sample, top_k)
+            return self.decode("text", decoder, token, length + written - 1, padded, sample, top_k)
 
         return decode_until_stopped(first, max_new_tokens, stop_ids, step, noise)
 
@@ -407,7 +289,7 @@ CPU_INDUCTOR = {"freezing": True, "max_autotune": True, "max_autotune_gemm_backe
 def compiled_step(step, decoder: FastDecoder):
     """`step` compiled: CUDA graphs on a GPU; on a CPU, inductor's C++ kernels (no graphs to replay)."""
     if decoder.noise.device.type == "cuda":
-        for state in (decoder.input_pos, decoder.noise, decoder.cfg_scale, decoder.temperature):
+        for state in (decoder.input_pos, decoder.start, decoder.noise, decoder.cfg_scale, decoder.temperature):
             torch._dynamo.mark_static_address(state)  # arguments at fixed addresses: no copy a replay
         return torch.compile(step, mode="reduce-overhead", fullgraph=True)
     compiled = torch.compile(step, fullgraph=True)

@@ -30,6 +30,7 @@ from .fast import decode_until_stopped
 from .guidance import SpecialTokens, guidance_rows
 from .lora import model_state
 from .onnx_export import GRAPHS, ensure_exported, export_dtype
+from .padding import run_by_length
 from .sampling import RowNoise, guided, pick
 
 ORT_TYPES = {torch.float32: np.float32, torch.float16: np.float16, torch.int64: np.int64}
@@ -197,9 +198,15 @@ class OnnxEngine:
     def image_tokens(
         self, contexts: list[list[int]], seeds: list[int], cfg_scale: float, temperature: float, top_k: int
     ) -> torch.Tensor:
-        """(len(seeds), num_image_tokens) image tokens: row k from contexts[k] (one length) with seeds[k]."""
+        """(len(seeds), num_image_tokens) image tokens: row k from contexts[k] with seeds[k]. Contexts
+        of different lengths run one length a call (the graphs take no padding mask)."""
         batch, count = len(seeds), self.num_image_tokens
         assert len(contexts) == batch, "one context per seed"
+        if len({len(c) for c in contexts}) > 1:
+            run = lambda rows: self.image_tokens(
+                [contexts[i] for i in rows], [seeds[i] for i in rows], cfg_scale, temperature, top_k
+            )
+            return torch.stack(run_by_length(contexts, run))
         self.follow_weights()
         # 1. [B conditional rows; B unconditional rows], prefilled together
         ids = torch.tensor(guidance_rows(contexts, self.special), device=self.device)
@@ -225,8 +232,22 @@ class OnnxEngine:
         stop_ids: list[int],
         top_k: int = 0,
     ) -> list[list[int]]:
-        """New tokens after each context (one length), up to and including its first stop token."""
+        """New tokens after each context, up to and including its first stop token. Contexts of
+        different lengths run one length a call."""
         assert len(contexts) == len(seeds), "one context per seed"
+        if len({len(c) for c in contexts}) > 1:
+            return run_by_length(
+                contexts,
+                lambda rows: self.text_tokens(
+                    [contexts[i] for i in rows],
+                    None if image_features is None else image_features[rows],
+                    [seeds[i] for i in rows],
+                    temperature,
+                    max_new_tokens,
+                    stop_ids,
+                    top_k,
+                ),
+            )
         self.follow_weights()
         input_ids = torch.tensor(contexts, device=self.device)
         embeds = self.embed_text(input_ids)
