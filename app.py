@@ -1,12 +1,14 @@
 """Reasoner Studio: `python app.py` opens the studio on http://127.0.0.1:7860 (README, "The studio").
 
-Options: --model (env REASONER_MODEL, default the bundled `shapes`), --data-dir (env REASONER_DATA,
-default ./studio-data), --host, --port, --share, --auth USER:PASSWORD, --device, --engine,
---queue-size, --max-upload-mb. On Hugging Face Spaces it runs as is (README front matter).
+Options: --model (env REASONER_MODEL, default the bundled `shapes`), --adapter DIR (a LoRA adapter
+merged into the model at load), --data-dir (env REASONER_DATA, default ./studio-data), --host,
+--port, --share, --auth USER:PASSWORD, --device, --engine, --queue-size, --max-upload-mb. On
+Hugging Face Spaces it runs as is (README front matter).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -19,13 +21,9 @@ def main(argv: list[str] | None = None) -> int:
 
     config = None
     try:
-        config = parse_config(argv)
+        config = parse_config(with_adapter(sys.argv[1:] if argv is None else argv))
         # the onnx engine's exports live with the studio's data unless told otherwise (issue 15.13)
         os.environ.setdefault("REASONER_ONNX_CACHE", str(config.data_dir / "cache" / "onnx"))
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.set_verbosity_error()
-        transformers_logging.disable_progress_bar()
         print(
             f"Starting Reasoner Studio: model {config.model} on {config.device}, data in {config.data_dir}", flush=True
         )
@@ -45,6 +43,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Reasoner Studio running on http://{config.host}:{config.port} (data in {config.data_dir})", flush=True)
     demo.block_thread()
     return 0
+
+
+def with_adapter(argv: list[str]) -> list[str]:
+    """`argv` with `--model M --adapter DIR` turned into `--model M+DIR`, a catalog entry of base plus
+    adapter (`reasoner.models.catalog.add_adapted`), so the studio loads and names it as any model.
+    The adapter's files are checked here, so a bad one ends the start-up with its one line."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--adapter", default=None)
+    parser.add_argument("--model", default=os.environ.get("REASONER_MODEL", "shapes"))
+    known, rest = parser.parse_known_args(argv)
+    if known.adapter is None:
+        return argv
+    from reasoner.backends.adapters import read_adapter
+    from reasoner.models.catalog import add_adapted
+
+    read_adapter(known.adapter)
+    return [*rest, "--model", add_adapted(known.model, known.adapter)]
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .engine import DEFAULT_ENGINE, ENGINES, check_engine
 from .errors import InvalidPromptError, OutputError, ReasonerError
+from .models.catalog import catalog_names
 from .records import MAX_REFLECT_ROUNDS, DrawSettings, Turn, check_reflect_rounds
 
 
@@ -30,7 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument(
         "--model",
         default=os.environ.get("REASONER_MODEL", "shapes"),
-        help="catalog name (shapes) or a local Hugging Face Janus directory",
+        help=f"catalog name ({', '.join(catalog_names())}) or a local Hugging Face Janus directory",
+    )
+    generate.add_argument(
+        "--adapter",
+        type=Path,
+        default=None,
+        help="a LoRA adapter directory (peft's format: adapter_config.json, adapter_model.safetensors) "
+        "merged into the model's weights at load",
     )
     generate.add_argument("--n", type=int, default=4, help="candidates per prompt (1-16)")
     generate.add_argument(
@@ -146,7 +154,9 @@ def run_generate(args) -> int:
     # 2. Load the model, then check prompts and plan against it.
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
-    pipeline = ReasonerPipeline.from_pretrained(args.model, device=args.device, engine=args.engine)
+    pipeline = ReasonerPipeline.from_pretrained(
+        args.model, device=args.device, engine=args.engine, adapter=args.adapter
+    )
     prompts = [pipeline.check_prompt(prompt) for prompt in prompts]
     plan = pipeline.check_plan(args.plan) if args.plan is not None else None
     if args.cfg is None:

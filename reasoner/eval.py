@@ -99,6 +99,7 @@ class EvalResults:
     settings: EvalSettings
     model: str
     engine: str
+    adapter: str | None = None  # the LoRA adapter merged into the model at load, if any
     accuracy: dict[str, dict[str, float]] = field(default_factory=dict)  # mode -> overall and per category
     reflect: ReflectFigures | None = None
     examples: list[dict[str, str]] | None = None  # the first prompts' plans, when the model thought
@@ -107,7 +108,13 @@ class EvalResults:
         modes = {mode: dict(figures) for mode, figures in self.accuracy.items()}
         if self.reflect is not None:
             modes["reflect"].update(asdict(self.reflect))
-        out = {"settings": asdict(self.settings), "model": self.model, "engine": self.engine, "modes": modes}
+        out = {
+            "settings": asdict(self.settings),
+            "model": self.model,
+            "adapter": self.adapter,
+            "engine": self.engine,
+            "modes": modes,
+        }
         if self.examples is not None:
             out["examples"] = self.examples
         return out
@@ -123,7 +130,7 @@ def evaluate(backend: JanusBackend, modes: list[str], settings: EvalSettings) ->
     pipeline = ReasonerPipeline(backend)
     # the text the model reads for a plan, exactly as the pipeline gives it (a bare plan gets its reasoning)
     as_read = pipeline.model_text
-    results = EvalResults(settings, backend.info.name, backend.engine)
+    results = EvalResults(settings, backend.info.name, backend.engine, adapter=backend.info.adapter)
 
     if "direct" in modes:
         progress(f"direct: {len(prompts)} pictures")
@@ -287,7 +294,7 @@ def table(results: EvalResults) -> str:
 def run_eval(args) -> int:
     from transformers.utils import logging as transformers_logging
 
-    from .models import resolve_model
+    from .models import resolve
 
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
@@ -301,8 +308,10 @@ def run_eval(args) -> int:
         from .errors import InvalidSettingError
 
         raise InvalidSettingError(f"--pictures {args.pictures}: at least 1 picture per prompt")
-    directory, name = resolve_model(args.model)
-    backend = JanusBackend.from_pretrained(directory, device=args.device, name=name, engine=args.engine)
+    source = resolve(args.model, args.adapter)
+    backend = JanusBackend.from_pretrained(
+        source.directory, device=args.device, name=source.name, engine=args.engine, adapter=source.adapter
+    )
     cfg = args.cfg if args.cfg is not None else backend.info.default_cfg_scale
     settings = EvalSettings(
         prompts=args.prompts,
@@ -323,7 +332,10 @@ def run_eval(args) -> int:
 def add_eval_command(commands) -> None:
     parser = commands.add_parser("eval", help="accuracy per category on held-out shapes prompts")
     parser.add_argument("--suite", choices=["shapes"], default="shapes")
-    parser.add_argument("--model", default="shapes")
+    parser.add_argument("--model", default="shapes", help="catalog name or a local Hugging Face Janus directory")
+    parser.add_argument(
+        "--adapter", type=Path, default=None, help="a LoRA adapter directory (peft's format) merged into the model"
+    )
     parser.add_argument("--modes", default="direct,think,reflect,follow", help=f"comma-separated: {', '.join(MODES)}")
     parser.add_argument("--prompts", type=int, default=EvalSettings.prompts, help="held-out prompts")
     parser.add_argument("--seed", type=int, default=EvalSettings.seed)

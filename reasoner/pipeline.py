@@ -30,13 +30,18 @@ class ReasonerPipeline:
 
     @classmethod
     def from_pretrained(
-        cls, model: str = "shapes", device: str = "cpu", dtype=None, engine: str = "hf"
+        cls, model: str = "shapes", device: str = "cpu", dtype=None, engine: str = "hf", adapter=None
     ) -> ReasonerPipeline:
+        """The pipeline over a catalog name or model directory, with a LoRA adapter directory merged in."""
         from .backends.janus import JanusBackend
-        from .models import resolve_model
+        from .models import resolve
 
-        directory, name = resolve_model(model)
-        return cls(JanusBackend.from_pretrained(directory, device=device, dtype=dtype, name=name, engine=engine))
+        source = resolve(model, adapter)
+        return cls(
+            JanusBackend.from_pretrained(
+                source.directory, device=device, dtype=dtype, name=source.name, engine=engine, adapter=source.adapter
+            )
+        )
 
     @property
     def info(self) -> ModelInfo:

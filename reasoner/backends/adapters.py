@@ -1,4 +1,6 @@
-"""Reflection adapters: a LoRA on the language model that only reflection runs with.
+"""LoRA adapters in peft's format: the reflection adapter, and an adapter merged in at load time.
+
+Reflection adapters: a LoRA on the language model that only reflection runs with.
 
 A small model that learns to read its own pictures by training every weight forgets some of its
 drawing (the bundled model lost a tenth of its direct accuracy that way, weights/shapes/README.md).
@@ -7,20 +9,31 @@ and the backend runs reflections on a copy of the model with the adapter merged 
 planning and drawing run on the model as it was. The adapter is stored in the model directory in
 peft's format (`adapter_config.json`, `adapter_model.safetensors`), named by `reasoner.json`'s
 `reflect_adapter`.
+
+An adapter given at load time (`--adapter DIR`, or a catalog entry that is a base plus an adapter:
+what finetune trains) is merged into the model's weights before the reflection copy is made
+(`merge_adapter`), so reflections run on base + that adapter + the reflection adapter. Both kinds
+are read alike (`read_adapter`, `load_adapter`): safetensors only, no code run, and a one-line
+ModelLoadError for a missing directory or file, a config that is not LoRA, an unreadable file, or
+an adapter whose targets, weight names or shapes do not fit the model.
 """
 
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.tuners_utils import check_target_module_exists
+from peft.utils import get_peft_model_state_dict
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ..errors import ModelLoadError, one_line
 
+ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 # Every projection of every decoder layer of the language model; not the heads or embeddings,
 # which planning and drawing share.
@@ -62,26 +75,68 @@ def copy_for_adapter(model, config: LoraConfig):
     return copy.deepcopy(model, memo)
 
 
-def with_reflection_adapter(model, directory: Path):
-    """A copy of `model` with the adapter in `directory` merged into its weights; `model` is untouched.
-    The copy shares every weight the adapter does not change with `model` (`copy_for_adapter`)."""
-    if not Path(directory, "adapter_config.json").is_file() or not Path(directory, ADAPTER_WEIGHTS).is_file():
-        raise ModelLoadError(f"reflection adapter {directory} needs adapter_config.json and {ADAPTER_WEIGHTS}")
+def read_adapter(directory: Path, what: str = "adapter") -> LoraConfig:
+    """The LoraConfig of the peft adapter in `directory`, after checking everything that can be
+    checked without a model; a ModelLoadError naming the fault otherwise. `what` names it in errors."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ModelLoadError(f"{what} directory {directory} does not exist")
+    missing = [name for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if not (directory / name).is_file()]
+    if missing:
+        raise ModelLoadError(
+            f"{what} {directory} has no {' or '.join(missing)} (a peft LoRA adapter: {ADAPTER_CONFIG} and "
+            f"{ADAPTER_WEIGHTS}; only safetensors are loaded)"
+        )
     try:
         config = LoraConfig.from_pretrained(directory)
     except Exception as error:
+        raise ModelLoadError(f"{what} {directory}: {ADAPTER_CONFIG} cannot be read ({one_line(error)})") from None
+    if not isinstance(config, LoraConfig):  # from_pretrained gives the class its peft_type names
         raise ModelLoadError(
-            f"reflection adapter {directory}: adapter_config.json is not a LoRA config ({one_line(error)})"
-        ) from None
+            f"{what} {directory} is a {getattr(config.peft_type, 'value', config.peft_type)} adapter, not a LoRA"
+        )
     for field in ("modules_to_save", "target_parameters", "trainable_token_indices"):
         if getattr(config, field, None):  # these change weights outside the matched modules
-            raise ModelLoadError(
-                f"reflection adapter {directory} sets {field}; a reflection adapter may only add LoRA to modules"
-            )
+            raise ModelLoadError(f"{what} {directory} sets {field}; an adapter here may only add LoRA to modules")
     try:
-        adapted = PeftModel.from_pretrained(
-            copy_for_adapter(model, config), directory, config=config, use_safetensors=True
+        with safe_open(directory / ADAPTER_WEIGHTS, framework="pt") as weights:
+            list(weights.keys())
+    except Exception as error:
+        raise ModelLoadError(
+            f"{what} {directory}: {ADAPTER_WEIGHTS} is not a readable safetensors file ({one_line(error)})"
+        ) from None
+    return config
+
+
+def load_adapter(model, directory: Path, config: LoraConfig, what: str = "adapter") -> PeftModel:
+    """`model` with the adapter in `directory` injected (in place), every weight of the file loaded
+    into a LoRA matrix of matching shape; a ModelLoadError saying why it does not fit otherwise."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # peft only warns of keys it could not place: checked below
+            adapted = PeftModel.from_pretrained(model, directory, config=config, use_safetensors=True)
+    except Exception as error:  # peft raises many kinds here (targets not found, size mismatch)
+        raise ModelLoadError(f"{what} {directory} does not fit the model ({one_line(error)})") from None
+    expected, found = set(get_peft_model_state_dict(adapted)), set(load_file(Path(directory, ADAPTER_WEIGHTS)))
+    if expected != found:
+        missing, unexpected = sorted(expected - found), sorted(found - expected)
+        raise ModelLoadError(
+            f"{what} {directory} does not fit the model: {len(missing)} of its LoRA weights are missing from the "
+            f"file (e.g. {missing[:2]}) and {len(unexpected)} in the file have no place (e.g. {unexpected[:2]})"
         )
-    except Exception as error:  # peft raises many kinds here; all mean "cannot load"
-        raise ModelLoadError(f"reflection adapter {directory} could not be loaded ({one_line(error)})") from None
-    return adapted.merge_and_unload().eval()
+    return adapted
+
+
+def merge_adapter(model, directory: Path):
+    """`model` with the LoRA adapter in `directory` merged into its weights, in place (a model
+    trained by finetune, loaded as base + adapter). Returns the model, plain modules again."""
+    config = read_adapter(directory)
+    return load_adapter(model, directory, config).merge_and_unload().eval()
+
+
+def with_reflection_adapter(model, directory: Path):
+    """A copy of `model` with the adapter in `directory` merged into its weights; `model` is untouched.
+    The copy shares every weight the adapter does not change with `model` (`copy_for_adapter`)."""
+    what = "reflection adapter"
+    config = read_adapter(directory, what)
+    return load_adapter(copy_for_adapter(model, config), directory, config, what).merge_and_unload().eval()

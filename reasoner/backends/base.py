@@ -24,9 +24,14 @@ class ModelInfo:
     dtype: str
     image_size: int  # side of the square pictures it draws, in pixels
     default_cfg_scale: float = 5.0  # the guidance scale this model draws best with (its card says why)
+    adapter: str | None = None  # the LoRA adapter directory merged into the weights at load time, if any
 
     def summary(self) -> str:
-        return f"{self.name} ({self.kind}, {self.parameters / 1e6:.1f} M parameters, {self.dtype} on {self.device})"
+        with_adapter = f", adapter {self.adapter}" if self.adapter else ""
+        return (
+            f"{self.name} ({self.kind}, {self.parameters / 1e6:.1f} M parameters, {self.dtype} on {self.device}"
+            f"{with_adapter})"
+        )
 
 
 @dataclass

@@ -40,6 +40,7 @@ class JanusBackend:
         engine: str = DEFAULT_ENGINE,
         fast_compile: bool | None = None,
         reflect_model: JanusForConditionalGeneration | None = None,
+        adapter: Path | None = None,
     ):
         self.model = model.eval()
         # Texts about a picture (reflections) run on `reflect_model`: the model with its reflection
@@ -50,6 +51,7 @@ class JanusBackend:
         self._runner = None  # the fast or onnx engine, made on first use
         self._reflect_runner = None  # the same over reflect_model, when that is another model
         self.model_dir: Path | None = None  # set by from_pretrained; keys the onnx engine's export cache
+        self.adapter_dir = adapter  # the adapter merged into `model` at load: its files key that cache too
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.template = template
@@ -81,6 +83,7 @@ class JanusBackend:
             dtype=str(model.dtype).removeprefix("torch."),
             image_size=self.image_size,
             default_cfg_scale=template.default_cfg_scale,
+            adapter=None if adapter is None else str(adapter),
         )
 
     @classmethod
@@ -91,18 +94,21 @@ class JanusBackend:
         dtype: torch.dtype | None = None,
         name: str | None = None,
         engine: str = DEFAULT_ENGINE,
+        adapter: str | Path | None = None,
     ) -> JanusBackend:
-        """A backend over the Janus model in `directory` (`janus_loading.load_janus` reads it)."""
+        """A backend over the Janus model in `directory` (`janus_loading.load_janus` reads it), with
+        the LoRA adapter in `adapter` merged into its weights when given."""
         check_engine(engine)
-        parts = load_janus(Path(directory), device, dtype)
+        parts = load_janus(Path(directory), device, dtype, adapter=None if adapter is None else Path(adapter))
         backend = cls(
             parts.model,
             parts.tokenizer,
             parts.image_processor,
             parts.template,
-            name or str(directory),
+            name or (str(directory) if adapter is None else f"{directory}+{adapter}"),
             engine=engine,
             reflect_model=parts.reflect_model,
+            adapter=parts.adapter,
         )
         backend.model_dir = parts.directory  # the onnx engine keys its export cache on these files
         return backend
@@ -212,7 +218,7 @@ class JanusBackend:
         if self.engine == "hf":
             return None
         if self._runner is None:
-            self._runner = self._make_runner(self.model, self.model_dir)
+            self._runner = self._make_runner(self.model, self.model_dir, self.adapter_dir)
         return self._runner
 
     @property
@@ -225,8 +231,10 @@ class JanusBackend:
             self._reflect_runner = self._make_runner(self.reflect_model, None)
         return self._reflect_runner
 
-    def _make_runner(self, model: JanusForConditionalGeneration, model_dir: Path | None):
-        options = {"compile": self.fast_compile} if self.engine == "fast" else {}
+    def _make_runner(
+        self, model: JanusForConditionalGeneration, model_dir: Path | None, adapter_dir: Path | None = None
+    ):
+        options = {"compile": self.fast_compile} if self.engine == "fast" else {"adapter_dir": adapter_dir}
         return make_engine(self.engine, model, self.special, model_dir=model_dir, **options)
 
     def text_from_tokens(self, new_tokens: list[int], stop_ids: list[int]) -> str:

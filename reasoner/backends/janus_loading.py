@@ -1,8 +1,8 @@
-"""Loading a Janus model directory: the checks, the weights, tokenizer, image processor, template
-and reflection adapter. Any directory in the Hugging Face Janus layout loads: the bundled shapes
-model, Janus-Pro-1B/7B, converted T2I-R1 checkpoints. Weights are read from safetensors only and
-no code from the directory is run. `JanusBackend.from_pretrained` builds a backend on what this
-returns.
+"""Loading a Janus model directory: the checks, the weights, tokenizer, image processor, template,
+an adapter merged in at load time and the reflection adapter. Any directory in the Hugging Face
+Janus layout loads: the bundled shapes model, Janus-Pro-1B/7B, converted T2I-R1 checkpoints.
+Weights are read from safetensors only and no code from the directory is run.
+`JanusBackend.from_pretrained` builds a backend on what this returns.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from transformers import AutoTokenizer, JanusForConditionalGeneration
 from transformers.models.janus.image_processing_pil_janus import JanusImageProcessorPil
 
 from ..errors import ModelLoadError, one_line
-from .adapters import with_reflection_adapter
+from .adapters import merge_adapter, read_adapter, with_reflection_adapter
 from .janus_template import JanusTemplate
 
 
@@ -30,11 +30,18 @@ class LoadedJanus:
     image_processor: JanusImageProcessorPil
     template: JanusTemplate
     reflect_model: JanusForConditionalGeneration | None  # with the reflection adapter merged; None: none
+    adapter: Path | None = None  # the LoRA adapter merged into `model` at load time, if any
 
 
-def load_janus(directory: Path, device: str = "cpu", dtype: torch.dtype | None = None) -> LoadedJanus:
-    """Every part of the model in `directory`; a ModelLoadError naming what is wrong otherwise."""
+def load_janus(
+    directory: Path, device: str = "cpu", dtype: torch.dtype | None = None, adapter: Path | None = None
+) -> LoadedJanus:
+    """Every part of the model in `directory`, with the LoRA adapter in `adapter` (peft's format)
+    merged into its weights when given; a ModelLoadError naming what is wrong otherwise."""
     check_model_dir(directory)
+    if adapter is not None:
+        adapter = Path(adapter)
+        read_adapter(adapter)  # a bad adapter fails before the weights load
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelLoadError("--device cuda asked for, but torch sees no CUDA device here")
     if dtype is None:
@@ -44,10 +51,12 @@ def load_janus(directory: Path, device: str = "cpu", dtype: torch.dtype | None =
     image_processor = load_image_processor(directory, model.config.vision_config.image_size)
     template = JanusTemplate.load(directory)
     model = model.to(device)
+    if adapter is not None:  # before the reflection copy: reflections run on base + adapter + reflection adapter
+        model = merge_adapter(model, adapter)
     reflect_model = (
         with_reflection_adapter(model, directory / template.reflect_adapter) if template.reflect_adapter else None
     )
-    return LoadedJanus(directory, model, tokenizer, image_processor, template, reflect_model)
+    return LoadedJanus(directory, model, tokenizer, image_processor, template, reflect_model, adapter)
 
 
 def load_weights(directory: Path, dtype: torch.dtype) -> JanusForConditionalGeneration:

@@ -84,11 +84,14 @@ def device_name(device: str) -> str:
 def load_model(spec: str, device: str):
     """(label, model, tokenizer, image_processor, template, model_dir) for a bench model name."""
     from ..backends.janus import JanusBackend
-    from ..models import CATALOG
+    from ..models import CATALOG, Adapted, resolve
     from ..models.random_janus import PRESETS, build_random_janus
 
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    directory = CATALOG.get(spec)
+    directory, adapter = CATALOG.get(spec), None
+    if isinstance(directory, Adapted):  # a base plus an adapter: the adapter merged in, as at load
+        source = resolve(spec)
+        directory, adapter = source.directory, source.adapter
     if directory is not None and (directory / "config.json").is_file():
         pass  # the bundled model, as built
     elif spec in PRESETS:
@@ -99,8 +102,11 @@ def load_model(spec: str, device: str):
         return f"{spec} (random weights)", model, tokenizer, image_processor, template, None
     else:
         directory = Path(spec)
-    backend = JanusBackend.from_pretrained(directory, device=device, dtype=dtype, name=spec, engine="hf")
-    return spec, backend.model, backend.tokenizer, backend.image_processor, backend.template, backend.model_dir
+    backend = JanusBackend.from_pretrained(
+        directory, device=device, dtype=dtype, name=spec, engine="hf", adapter=adapter
+    )
+    model_dir = backend.model_dir if adapter is None else None  # merged weights: the onnx cache keys on them
+    return spec, backend.model, backend.tokenizer, backend.image_processor, backend.template, model_dir
 
 
 def weight_bytes_per_step(model) -> int:

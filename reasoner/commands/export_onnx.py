@@ -1,6 +1,6 @@
 """`python -m reasoner export-onnx`: write a model's ONNX graphs to the cache the onnx engine reads.
 
-    python -m reasoner export-onnx --model DIR [--device cpu|cuda] [--out CACHE_DIR]
+    python -m reasoner export-onnx --model DIR [--adapter DIR] [--device cpu|cuda] [--out CACHE_DIR]
 
 The graphs and the cache are `reasoner/engine/onnx_export.py`'s; this command only resolves and
 loads the model.
@@ -24,6 +24,9 @@ def add_export_command(commands) -> None:
         help="catalog name (shapes) or a local Hugging Face Janus directory",
     )
     export.add_argument(
+        "--adapter", type=Path, default=None, help="a LoRA adapter directory merged into the model, as at load"
+    )
+    export.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -44,14 +47,16 @@ def run_export(args) -> int:
 
     from ..backends.janus import JanusBackend
     from ..engine.onnx_export import ensure_exported, export_dtype
-    from ..models import resolve_model
+    from ..models import resolve
 
     transformers_logging.set_verbosity_error()
-    directory, name = resolve_model(args.model)
+    source = resolve(args.model, args.adapter)
     # Loaded on the CPU in float32 whatever the target: the export casts a copy, and the cache key
     # (files + target dtype) is the one the engine computes on the target device.
-    backend = JanusBackend.from_pretrained(directory, device="cpu", dtype=torch.float32, name=name, engine="hf")
+    backend = JanusBackend.from_pretrained(
+        source.directory, device="cpu", dtype=torch.float32, name=source.name, engine="hf", adapter=source.adapter
+    )
     dtype = export_dtype(torch.bfloat16 if args.device == "cuda" else torch.float32)
-    out = ensure_exported(backend.model, backend.model_dir, dtype, args.out)
+    out = ensure_exported(backend.model, backend.model_dir, dtype, args.out, backend.adapter_dir)
     print(out)
     return 0

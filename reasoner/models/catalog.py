@@ -1,7 +1,13 @@
-"""Model names the library knows, and where their files are. Nothing here downloads anything."""
+"""Model names the library knows, and where their files are. Nothing here downloads anything.
+
+An entry is a model directory, or `Adapted(base, adapter)`: a base model directory plus a LoRA
+adapter directory merged into it at load time (what finetune trains). An adapted entry is listed
+and loads only once its adapter directory exists.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelLoadError
@@ -9,20 +15,85 @@ from ..errors import ModelLoadError
 # The bundled model's files live in the repository's weights/ folder (built by `python -m weights.build`);
 # the library only reads that path, it imports nothing from weights/.
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
-CATALOG = {
+
+
+@dataclass(frozen=True)
+class Adapted:
+    """A catalog entry that is a base model directory plus a LoRA adapter directory."""
+
+    base: Path
+    adapter: Path
+
+    @property
+    def available(self) -> bool:
+        return (self.adapter / "adapter_config.json").is_file()
+
+
+CATALOG: dict[str, Path | Adapted] = {
     "shapes": WEIGHTS_DIR / "shapes",  # the bundled default (trained on the shapes world, docs/shapes-world.md)
+    # the bundled model after GRPO (python -m finetune writes the adapter); listed once it exists
+    "shapes-grpo": Adapted(WEIGHTS_DIR / "shapes", WEIGHTS_DIR / "shapes-grpo"),
 }
 DEFAULT_MODEL = "shapes"
 
 
-def resolve_model(name_or_dir: str) -> tuple[Path, str]:
-    """(directory, display name) for a catalog name or a local directory."""
-    if name_or_dir in CATALOG:
-        directory = CATALOG[name_or_dir]
-        if not (directory / "config.json").is_file():
+@dataclass(frozen=True)
+class ModelSource:
+    """What to load: a model directory, the name it is shown by, and an adapter to merge in."""
+
+    directory: Path
+    name: str
+    adapter: Path | None = None
+
+
+def catalog_names() -> list[str]:
+    """The names one can choose now: every plain entry, and each adapted one whose adapter exists."""
+    return [name for name, entry in CATALOG.items() if not isinstance(entry, Adapted) or entry.available]
+
+
+def missing_base(name: str, directory: Path) -> ModelLoadError:
+    return ModelLoadError(
+        f"the bundled model {name!r} is missing from {directory}: pass --model DIR with a "
+        "Hugging Face Janus directory (`python -m weights.random_janus DIR` writes a small random one)"
+    )
+
+
+def resolve(name_or_dir: str, adapter: str | Path | None = None) -> ModelSource:
+    """The source of a catalog name or a local directory, with `adapter` (a LoRA adapter directory,
+    `--adapter`) merged in when given; it is shown as `name+adapter`."""
+    entry = CATALOG.get(name_or_dir)
+    if isinstance(entry, Adapted):
+        if adapter is not None:
+            raise ModelLoadError(f"{name_or_dir!r} is a base model plus an adapter already; --adapter cannot add one")
+        if not entry.available:
             raise ModelLoadError(
-                f"the bundled model {name_or_dir!r} is missing from {directory}: pass --model DIR with a "
-                "Hugging Face Janus directory (`python -m weights.random_janus DIR` writes a small random one)"
+                f"{name_or_dir!r} is not available: its adapter {entry.adapter} has not been trained yet "
+                f"(choose one of {', '.join(catalog_names())})"
             )
-        return directory, name_or_dir
-    return Path(name_or_dir).expanduser(), name_or_dir
+        if not (entry.base / "config.json").is_file():
+            raise missing_base(name_or_dir, entry.base)
+        return ModelSource(entry.base, name_or_dir, entry.adapter)
+    if entry is not None:
+        if not (entry / "config.json").is_file():
+            raise missing_base(name_or_dir, entry)
+        directory = entry
+    else:
+        directory = Path(name_or_dir).expanduser()
+    if adapter is None:
+        return ModelSource(directory, name_or_dir)
+    return ModelSource(directory, f"{name_or_dir}+{adapter}", Path(adapter).expanduser())
+
+
+def add_adapted(name_or_dir: str, adapter: str | Path) -> str:
+    """Enter `name_or_dir` plus the adapter directory `adapter` in the catalog, as `name+adapter`
+    (the studio's --adapter: the UI then loads and shows it as any catalog model); returns the name."""
+    source = resolve(name_or_dir)
+    name = f"{source.name}+{adapter}"
+    CATALOG[name] = Adapted(source.directory, Path(adapter).expanduser())
+    return name
+
+
+def resolve_model(name_or_dir: str) -> tuple[Path, str]:
+    """(directory, display name) for a catalog name or a local directory (an adapted entry: its base)."""
+    source = resolve(name_or_dir)
+    return source.directory, source.name
