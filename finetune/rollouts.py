@@ -16,7 +16,6 @@ import torch
 from PIL import Image
 
 from reasoner.backends.janus import JanusBackend
-from reasoner.batched import same_length_groups
 
 SEED_SPACE = 2**31 - 1
 
@@ -84,9 +83,12 @@ def roll_out(backend: JanusBackend, prompts: list[str], settings: RolloutSetting
     return trajectories
 
 
-def in_batches(contexts: list[list[int]], batch_size: int = 256) -> list[list[int]]:
-    """Row indices of calls to make: contexts of one length per call, at most `batch_size` rows."""
-    return same_length_groups(contexts, batch_size)
+def in_batches(contexts: list[list[int]], batch_size: int = 128) -> list[list[int]]:
+    """Row indices of the calls to make, at most `batch_size` rows each. The engines take contexts
+    of different lengths in one call (the fast engine pads them; hf runs one length at a time), so
+    rows are sorted by length to keep the padding small."""
+    order = sorted(range(len(contexts)), key=lambda i: len(contexts[i]))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def sample_plans(backend: JanusBackend, trajectories: list[Trajectory], temperature: float) -> None:
