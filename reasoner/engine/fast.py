@@ -15,9 +15,9 @@ It reads the weights of a loaded `JanusForConditionalGeneration`: the Llama laye
 rotary frequencies of `model.model.language_model`, `lm_head` for text, `generation_embeddings` +
 `generation_aligner` (the embedding of a drawn image token) and `generation_head` for image
 tokens; a reflection's picture comes as the features the backend read it into. On a GPU it uses
-them in place; on a CPU through packed copies that follow the model's weights
-(`fast_weights.Weights`); a layer's arithmetic is `llama.py`'s, shared with the ONNX export.
-What it does that transformers' `generate` does not:
+them in place; on a CPU through packed copies that follow the model's weights, peft LoRA layers
+injected in place included (`fast_weights.Weights`); a layer's arithmetic is `llama.py`'s, shared
+with the ONNX export. What it does that transformers' `generate` does not:
 
 1. One KV cache preallocated per row count, (rows, kv_heads, max_len, head_dim) per layer, written
    in place at the step's position (`fast_decoder.KVCache`), reused from call to call.
