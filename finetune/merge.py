@@ -17,7 +17,7 @@ from peft import PeftModel
 
 from reasoner.backends.janus_loading import load_janus
 from reasoner.errors import ModelLoadError, OutputError, one_line
-from reasoner.models import resolve_model
+from reasoner.models.catalog import resolve
 from reasoner.models.random_janus import save_model_dir
 
 
@@ -35,7 +35,10 @@ def adapter_base(adapter: Path) -> str:
 
 
 def merge(adapter: Path, out: Path, base: str | None = None) -> Path:
-    directory, _ = resolve_model(base or adapter_base(adapter))
+    source = resolve(base or adapter_base(adapter))
+    if source.adapter is not None:  # finetune continues an entry's adapter in place: its base is the plain model
+        raise ModelLoadError(f"{source.name!r} is a base plus an adapter; merge onto its base {source.directory}")
+    directory = source.directory
     parts = load_janus(directory)
     try:
         merged = PeftModel.from_pretrained(parts.model, adapter, use_safetensors=True).merge_and_unload()

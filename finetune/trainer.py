@@ -29,7 +29,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 
 from reasoner.backends.adapters import LANGUAGE_MODEL_PROJECTIONS
 from reasoner.backends.janus import JanusBackend
-from reasoner.models import resolve_model
+from reasoner.models.catalog import resolve
 
 from . import checkpoints
 from .config import ConfigError, GRPOConfig
@@ -68,7 +68,11 @@ class GRPOTrainer:
         self.run_dir = Path(config.out)
         self.accelerator = Accelerator(cpu=config.device == "cpu", mixed_precision="bf16" if config.bf16 else "no")
         device = str(self.accelerator.device)
-        directory, name = resolve_model(config.model)
+        source = resolve(config.model)  # a catalog name, a directory, or a base plus an adapter (shapes-grpo)
+        directory, name = source.directory, source.name
+        # training continues an adapter in place: that of --adapter, or of an adapted catalog entry
+        self.start_adapter = config.adapter or (str(source.adapter) if source.adapter else "")
+        self.base_name = config.model if source.adapter is None else str(source.directory)
         dtype = torch.bfloat16 if config.bf16 else torch.float32
         self.backend = JanusBackend.from_pretrained(
             directory, device=device, dtype=dtype, name=name, engine=config.rollout_engine
@@ -103,8 +107,10 @@ class GRPOTrainer:
         if not config.uses_lora:
             model.model.language_model.requires_grad_(True)
             return model
-        if config.adapter:
-            return PeftModel.from_pretrained(model, config.adapter, is_trainable=True, use_safetensors=True)
+        if self.start_adapter:
+            peft_model = PeftModel.from_pretrained(model, self.start_adapter, is_trainable=True, use_safetensors=True)
+            peft_model.peft_config["default"].base_model_name_or_path = self.base_name
+            return peft_model
         targets = (
             LANGUAGE_MODEL_PROJECTIONS if config.lora_targets == "language_model_projections" else config.lora_targets
         )
@@ -114,11 +120,12 @@ class GRPOTrainer:
             peft_model = get_peft_model(model, lora)
         except ValueError as error:  # peft: the targets match no module
             raise ConfigError(f"lora_targets={config.lora_targets!r}: {error}") from None
-        peft_model.peft_config["default"].base_model_name_or_path = str(config.model)
+        peft_model.peft_config["default"].base_model_name_or_path = self.base_name
         return peft_model
 
     def save_adapter(self, directory: Path) -> None:
-        self.policy.save_pretrained(directory, safe_serialization=True)
+        # embedding layers are never adapted here; "auto" would look the base name up as a Hub repository
+        self.policy.save_pretrained(directory, safe_serialization=True, save_embedding_layers=False)
         Path(directory, "README.md").unlink(missing_ok=True)  # peft's blank model card
 
     # -- one step ------------------------------------------------------------------------------------
