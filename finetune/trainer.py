@@ -276,7 +276,15 @@ class GRPOTrainer:
         if latest is None:
             raise checkpoints.CheckpointError(f"--resume: {self.run_dir} holds no complete checkpoint")
         self.step = checkpoints.load_checkpoint(latest, self.policy, self.optimizer)
+        self.forget_metrics_after(self.step)
         self.log(f"resumed from {latest} at step {self.step}")
+
+    def forget_metrics_after(self, step: int) -> None:
+        """Drop the metrics of steps past the checkpoint resumed from: they are about to be redone."""
+        path = self.run_dir / "metrics.jsonl"
+        if path.is_file() and self.accelerator.is_main_process:
+            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+            path.write_text("".join(line + "\n" for line in kept))
 
     def save(self) -> Path | None:
         self.accelerator.wait_for_everyone()

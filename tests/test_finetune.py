@@ -262,9 +262,14 @@ def test_a_run_writes_metrics_checkpoints_and_an_adapter_and_resume_continues_ex
 
     interrupted = GRPOTrainer(tiny_config(tmp_path / "parts", tiny_model_dir, steps=1))
     interrupted.train()
+    metrics = tmp_path / "parts" / "run" / "metrics.jsonl"
+    with open(metrics, "a") as handle:  # a step the interrupted run logged but never saved
+        handle.write(json.dumps({"step": 2, "reward": -1.0}) + "\n")
     resumed = GRPOTrainer(tiny_config(tmp_path / "parts", tiny_model_dir, steps=3, resume=True))
     resumed.train()
     assert resumed.step == 3
+    steps = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [m["step"] for m in steps] == [1, 2, 3] and steps[1]["reward"] != -1.0
     for (name, a), (_, b) in zip(whole.policy.named_parameters(), resumed.policy.named_parameters()):
         assert torch.equal(a, b), name
 
