@@ -119,6 +119,35 @@ def test_the_onnx_export_is_announced_and_cached_under_the_data_dir(tmp_path, mo
     assert os.environ["REASONER_ONNX_CACHE"] == str(tmp_path / "data" / "cache" / "onnx")
 
 
+def test_reopen_offers_the_turns_numbers_picks_from_1_and_an_empty_choice_asks_for_a_turn(taught_model_dir, tmp_path):
+    """Issue 15.11: the turn to reopen is chosen from the turns (the newest first, never a 0 that
+    does not exist); reopening says the verdict as the studio numbers it; with none chosen the
+    History tab's status line asks for a turn."""
+    from ui.layout import history_with_choices, reopening
+
+    studio = make_studio(str(taught_model_dir), tmp_path / "data")
+    shown = history_with_choices(studio.history)
+    rows, turns = shown(None, request=None)
+    assert rows == [] and turns.value is None
+    reopen = on_page(reopening(studio.reopen), 10)
+    *outputs, status = reopen(None, request=None)
+    assert "pick a turn first" in status and all(o == gr.skip() for o in outputs)
+
+    turn_ids = []
+    for seed in (0, 1):
+        *_, (_, draw_id, turn_id, *_) = studio.draw(
+            PROMPT, PLAN, None, **{**SETTINGS, "n": 2, "seed": seed}, request=None
+        )
+        turn_ids.append(turn_id)
+    studio.prefer(draw_id, "best", 2, "", request=None)
+    rows, turns = shown(None, request=None)
+    assert [r[0] for r in rows] == turn_ids[::-1] and turns.value == turn_ids[1]
+    assert turns.choices[0] == (f"#{turn_ids[1]} · {PROMPT}", turn_ids[1])
+    assert shown(turn_ids[0], request=None)[1].value == turn_ids[0]  # a chosen turn stays chosen on refresh
+    *outputs, tabs, status = reopen(turn_ids[1], request=None)
+    assert f"draw #{draw_id}: best is #2" in outputs[-1] and tabs.selected == "studio" and status == ""
+
+
 def test_a_pick_made_while_a_draw_streams_is_kept(taught_model_dir, tmp_path):
     """Issue 15.9: on the page, best is reset to 1 with the first pictures, never when the draw ends."""
     from ui.layout import keeping_a_pick

@@ -241,7 +241,6 @@ class Studio:
     def reopen(self, turn_id, request: gr.Request):
         """A stored turn back in the studio: prompt, plan, last draw and last reflection, to continue."""
         with shown_errors():
-            turn_id = None if turn_id == 0 else turn_id  # the empty box's 0: no turn picked yet
             state = self.store.turn_state(required_id(turn_id, "turn"), self.history_owner(request))
         draw, reflection = state.last_draw, state.last_reflection
         gallery = (

@@ -82,6 +82,30 @@ def turn_of_row(event: gr.SelectData):
     return event.row_value[0]
 
 
+def history_with_choices(history):
+    """The History tab's table and the turns to reopen (newest first; the one chosen stays chosen,
+    else the newest is): nothing to type, and never a turn 0 that does not exist (issue 15.11)."""
+
+    def shown(chosen, request: gr.Request):
+        rows = history(request)
+        choices = [(f"#{row[0]} · {row[3][:60]}", row[0]) for row in rows]
+        ids = [row[0] for row in rows]
+        return rows, gr.Dropdown(choices=choices, value=chosen if chosen in ids else (ids[0] if ids else None))
+
+    return shown
+
+
+def reopening(reopen):
+    """The page's reopen: the Studio tab is shown once the turn is back (an error keeps the History
+    tab, where its line is)."""
+
+    @functools.wraps(reopen)
+    def reopen_on_page(*args, **kwargs):
+        return (*reopen(*args, **kwargs), gr.Tabs(selected="studio"))
+
+    return reopen_on_page
+
+
 def build_page(studio: Studio, notice: str | None, model_info: str) -> gr.Blocks:
     with gr.Blocks(title="Reasoner Studio", delete_cache=(3600, 24 * 3600)) as demo:
         gr.Markdown(
@@ -219,11 +243,14 @@ def history_tab_contents() -> dict:
         interactive=False,
         wrap=True,
         elem_id="history",
-        column_widths=["6%", "13%", "11%", "25%", "33%", "6%", "6%"],  # the whole table fits the page
+        # the whole table fits the page, each header on one line (checked at 1280x800 by the browser test)
+        column_widths=["5%", "13%", "11%", "24%", "30%", "7%", "10%"],
     )
     with gr.Row():
-        hist["turn"] = gr.Number(None, label="Turn to reopen (click a row)", precision=0)
-        hist["reopen"] = gr.Button("Reopen and continue")
+        # a list, not a number box: a number box shows an empty value as 0, a turn that does not exist
+        hist["turn"] = gr.Dropdown([], label="Turn to reopen (or click its row)", elem_id="reopen-turn")
+        hist["reopen"] = gr.Button("Reopen and continue", elem_id="reopen")
+    hist["status"] = gr.Markdown(elem_id="history-status")
     return hist
 
 
@@ -356,8 +383,9 @@ def connect_loop(studio: Studio, ui: dict) -> None:
 
 
 def connect_history(studio: Studio, ui: dict, hist: dict, tabs: gr.Tabs, history_tab: gr.Tab) -> None:
-    hist["refresh"].click(studio.history, None, hist["table"], concurrency_id="store", **PAGE_ONLY)
-    history_tab.select(studio.history, None, hist["table"], concurrency_id="store", **PAGE_ONLY)
+    shown = history_with_choices(studio.history)
+    for event in (hist["refresh"].click, history_tab.select):
+        event(shown, hist["turn"], [hist["table"], hist["turn"]], concurrency_id="store", **PAGE_ONLY)
     hist["table"].select(turn_of_row, None, hist["turn"], queue=False, **PAGE_ONLY)
     reopened = [
         ui[k]
@@ -373,6 +401,11 @@ def connect_history(studio: Studio, ui: dict, hist: dict, tabs: gr.Tabs, history
             "draw_status",
         )
     ]
-    hist["reopen"].click(studio.reopen, hist["turn"], reopened, concurrency_id="store", **RAW, **PAGE_ONLY).then(
-        lambda: gr.Tabs(selected="studio"), None, tabs, queue=False, **PAGE_ONLY
+    hist["reopen"].click(
+        on_page(reopening(studio.reopen), len(reopened) + 1),
+        hist["turn"],
+        [*reopened, tabs, hist["status"]],
+        concurrency_id="store",
+        **RAW,
+        **PAGE_ONLY,
     )

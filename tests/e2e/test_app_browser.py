@@ -197,3 +197,54 @@ def test_redraw_shows_the_plan_it_draws(browser, browser_studio):
     assert page.locator("#plan textarea").input_value() == REVISED
     expect(page.locator("#prefer-status")).to_have_text("", timeout=10_000)  # once the overlay is gone
     page.close()
+
+
+def test_reopen_numbers_picks_from_1_and_the_history_fits_the_page(browser, browser_studio):
+    """Issue 15.11: Reopen says a pick as the studio numbers it (from 1); the turn to reopen is
+    offered (the newest), never an erroring 0, and a row's click chooses its turn; at 1280x800 the
+    History table is inside the page, each header on one line."""
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(browser_studio.url)
+    page.locator("#prompt textarea").fill(PROMPT)
+    page.locator("#n input").fill("2")
+    type_into(page.locator("#plan textarea"), EDITED)
+    page.locator("#draw").click()
+    page.locator("#draw-status").get_by_text("Drew 2 candidates").wait_for()
+    turn = re.search(r"turn #(\d+)", page.locator("#draw-status").inner_text())[1]
+    page.locator("#gallery img").nth(1).click()
+    page.wait_for_function("() => document.querySelector('#best input').value === '2'")
+    page.keyboard.press("Escape")
+    page.locator("#prefer").click()
+    page.locator("#prefer-status").get_by_text("best is #2").wait_for()
+
+    page.get_by_role("tab", name="History").click()
+    newest = page.locator('#history [data-testid="cell-0-0"]')
+    newest.get_by_text(turn, exact=True).wait_for()
+    chosen = page.locator("#reopen-turn input")
+    assert chosen.input_value().startswith(f"#{turn} · ")  # offered at once: the newest turn
+
+    table = page.locator("#history").bounding_box()
+    assert table["x"] >= 0 and table["x"] + table["width"] <= 1280
+    headers = page.locator("#history th")
+    assert headers.count() == 7
+    for k in range(7):
+        header = headers.nth(k).bounding_box()
+        assert header["x"] + header["width"] <= table["x"] + table["width"] + 1, headers.nth(k).inner_text()
+    # one line each: every header's text is as tall as the first one's
+    assert len(set(page.evaluate("[...document.querySelectorAll('#history th span')].map(s => s.offsetHeight)"))) == 1
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280  # nothing sticks out on the right
+
+    if page.locator('#history [data-testid="cell-1-0"]').count():  # an earlier test's turn: choose it first
+        older = page.locator('#history [data-testid="cell-1-0"]').inner_text().strip()
+        page.locator('#history [data-testid="cell-1-3"]').click()  # a row's click chooses its turn
+        page.wait_for_function(
+            "(t) => document.querySelector('#reopen-turn input').value.startsWith(t)", arg=f"#{older} · "
+        )
+    page.locator('#history [data-testid="cell-0-3"]').click()
+    page.wait_for_function("(t) => document.querySelector('#reopen-turn input').value.startsWith(t)", arg=f"#{turn} · ")
+    page.locator("#reopen").click()
+    page.locator("#draw-status").get_by_text(f"Reopened turn #{turn}").wait_for()
+    assert ": best is #2" in page.locator("#draw-status").inner_text()
+    assert page.locator("#gallery img").count() >= 2
+    page.close()
