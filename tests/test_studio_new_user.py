@@ -10,6 +10,7 @@ import gradio as gr
 import pytest
 from PIL import Image
 
+from reasoner.engine import check_engine
 from reasoner.shapes.render import render_plan
 from reasoner.shapes.studio_checks import plan_misses_prompt, reflection_disputed
 from reasoner.store import Store
@@ -107,16 +108,40 @@ def test_the_model_loads_in_the_background_and_steps_say_so_until_then(taught_mo
 
 
 def test_the_onnx_export_is_announced_and_cached_under_the_data_dir(tmp_path, monkeypatch):
-    """Issue 15.13: choosing onnx says its first use exports; the studio keeps the export with its data."""
+    """Issue 15.13: choosing onnx on the page starts it at once, the status line saying that it
+    exports meanwhile; starting with --engine onnx says so while loading; the export is kept with
+    the studio's data (tests/e2e/test_app_browser.py runs a real export through the page)."""
     import os
 
     from app import main
-    from ui.layout import engine_note
 
-    assert "exports the model on its first use" in engine_note("onnx") and engine_note("fast") == ""
+    class Started(Models):
+        """Records the engines started instead of exporting anything."""
+
+        def __init__(self):
+            super().__init__(ModelChoice("unused", "test"), "cpu", ENGINE, background=True)
+
+        def _load_in_background(self):
+            self.started = []
+            self._loaded.set()
+
+        def pipeline(self, engine=None):
+            self.started.append(check_engine(engine))
+
     monkeypatch.delenv("REASONER_ONNX_CACHE", raising=False)
     assert main(["--model", str(tmp_path / "no-model"), "--data-dir", str(tmp_path / "data"), "--device", "cpu"]) == 2
     assert os.environ["REASONER_ONNX_CACHE"] == str(tmp_path / "data" / "cache" / "onnx")
+
+    monkeypatch.setattr("ui.models.resolve_model", lambda source: (tmp_path, None))
+    models = Started()
+    studio = make_studio("unused", tmp_path / "data", models)
+    lines = list(studio.start_engine("onnx"))
+    assert "exporting the model to ONNX (first use" in lines[0] and lines[-1] == "The onnx engine is ready."
+    assert list(studio.start_engine("fast")) == [""] and models.started == ["onnx", "fast"]
+    assert list(studio.start_engine("tpu"))[-1].startswith("**Error:** engine 'tpu'")
+    assert "exporting" not in models.loading_line()
+    models.default_engine = "onnx"  # as `--engine onnx` starts it: the export is part of the load
+    assert "exporting the model to ONNX" in models.loading_line()
 
 
 def test_reopen_offers_the_turns_numbers_picks_from_1_and_an_empty_choice_asks_for_a_turn(taught_model_dir, tmp_path):

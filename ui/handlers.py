@@ -26,7 +26,8 @@ from reasoner.store import Actor, DrawRef, DrawRequest, NewCandidate, Preference
 
 from . import arguments, forms
 from .config import StudioConfig
-from .models import Models
+from .models import ONNX_EXPORT_NOTE, Models
+from .page_errors import error_line
 from .uploads import checked_recipe, recipe_of_upload
 
 HISTORY_LIMIT = 100
@@ -228,6 +229,21 @@ class Studio:
             )
             drawn = self.store.draw(self.actor(request, engine), request_, owner)
         yield self.finished(drawn, kept, seed)
+
+    def start_engine(self, engine):
+        """The page's engine choice, started as it is made (the next step then runs on it at once):
+        the onnx engine's first use exports the model for about 2 minutes, and the status line says
+        so meanwhile (issue 15.13). Yields status lines; an error is the last one."""
+        if engine == "onnx":
+            yield f"**Starting the onnx engine:** {ONNX_EXPORT_NOTE}"
+        try:
+            with shown_errors():
+                self.models.wait_until_loaded()  # chosen while the model loads: started once it is in
+                self.models.pipeline(engine)
+        except Exception as error:  # noqa: BLE001 - every error becomes the status line
+            yield error_line(error)
+            return
+        yield "The onnx engine is ready." if engine == "onnx" else ""
 
     # -- history ----------------------------------------------------------------------------------
 

@@ -63,16 +63,6 @@ def engine_choices() -> list[tuple[str, str]]:
     return [(name if name in BUILT_ENGINES else f"{name} (not built yet)", name) for name in ENGINES]
 
 
-def engine_note(engine: str) -> str:
-    """What choosing an engine costs, said before the next step pays it (issue 15.13)."""
-    if engine == "onnx":
-        return (
-            "The onnx engine exports the model on its first use (about 2 minutes on a CPU; kept in the "
-            "data directory's cache/onnx after that): the next step waits for it."
-        )
-    return ""
-
-
 def pick_candidate(event: gr.SelectData):
     """Clicking a picture makes it the best candidate and the one to reflect on."""
     return event.index + 1, event.index + 1, "best"
@@ -138,17 +128,20 @@ def connect_loading(studio: Studio, ui: dict) -> None:
     once it is in, the model panel, the CFG slider and the status line are filled and the timer stops."""
     timer = gr.Timer(1.0)
 
-    def when_loaded():
+    def when_loaded(status: str):
         models = studio.models
         if not models.loaded:
-            return gr.skip(), gr.skip(), "The model is loading; the steps answer once it is ready.", gr.skip()
+            return gr.skip(), gr.skip(), models.loading_line(), gr.skip()
         cfg = models.current().info.default_cfg_scale if models.ready else gr.skip()
-        status = "" if models.ready else "**Error:** the model failed to load; see the model panel."
+        if not models.ready:
+            status = "**Error:** the model failed to load; see the model panel."
+        else:  # the loading line goes; a line a step wrote meanwhile (an engine starting) stays
+            status = "" if status == models.loading_line() else gr.skip()
         return models.info_markdown(), cfg, status, gr.Timer(active=False)
 
     timer.tick(
         when_loaded,
-        None,
+        ui["status"],
         [ui["model_info"], ui["cfg_scale"], ui["status"], timer],
         queue=False,
         show_progress="hidden",
@@ -225,7 +218,7 @@ def settings_column(ui: dict, model_info: str, engine: str, cfg_scale: float) ->
         ui["plan_temperature"] = gr.Slider(
             0, 5, value=DrawSettings.plan_temperature, step=0.05, label="Plan temperature"
         )
-        ui["engine"] = gr.Dropdown(engine_choices(), value=engine, label="Engine")
+        ui["engine"] = gr.Dropdown(engine_choices(), value=engine, label="Engine", elem_id="engine")
     with gr.Accordion("Model", open=True):
         ui["model_info"] = gr.Markdown(model_info, elem_id="model-info")
     with gr.Accordion("This turn", open=False):
@@ -354,7 +347,8 @@ def connect_loop(studio: Studio, ui: dict) -> None:
     )
     # a new draw starts clean: the last draw's saved preference is no longer about these pictures
     ui["draw"].click(lambda: "", None, ui["prefer_status"], queue=False, **PAGE_ONLY)
-    ui["engine"].change(engine_note, ui["engine"], status, queue=False, **PAGE_ONLY)
+    # the engine chosen starts at once, in the model's slot, saying what it does meanwhile (the onnx export)
+    ui["engine"].change(studio.start_engine, ui["engine"], status, show_progress="hidden", **MODEL, **PAGE_ONLY)
     for plan_box in ("plan", "revised"):  # each plan box is checked as it is typed into
         ui[plan_box].input(
             studio.check_plan,

@@ -48,6 +48,9 @@ class ModelStillLoading(ReasonerError):
 
 
 LOADING_INFO = "**Model:** loading… (the buttons answer once it is ready)"
+ONNX_EXPORT_NOTE = (
+    "exporting the model to ONNX (first use, about 2 min on a CPU; kept in the data directory's cache/onnx after that)…"
+)
 
 
 class Models:
@@ -99,6 +102,15 @@ class Models:
     @property
     def ready(self) -> bool:
         return self._loaded.is_set() and self._failure is None
+
+    def wait_until_loaded(self, timeout: float | None = None) -> bool:
+        return self._loaded.wait(timeout)
+
+    def loading_line(self) -> str:
+        """The page's status line while the model loads (the onnx engine exports then, on first use)."""
+        if self.default_engine == "onnx":
+            return f"The model is loading, then {ONNX_EXPORT_NOTE} The steps answer once it is ready."
+        return "The model is loading; the steps answer once it is ready."
 
     def _loaded_pipeline(self) -> ReasonerPipeline:
         if not self._loaded.is_set():

@@ -248,3 +248,29 @@ def test_reopen_numbers_picks_from_1_and_the_history_fits_the_page(browser, brow
     assert ": best is #2" in page.locator("#draw-status").inner_text()
     assert page.locator("#gallery img").count() >= 2
     page.close()
+
+
+@pytest.fixture(scope="module")
+def taught_studio(taught_model_dir, tmp_path_factory):
+    """A studio on the taught tiny model, whose ONNX export takes seconds (the bundled model's, minutes)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("REASONER_ONNX_CACHE", raising=False)  # the studio's own default is what is checked
+        server = start(taught_model_dir, tmp_path_factory.mktemp("onnx-browser") / "data")
+    yield server
+    server.stop()
+
+
+def test_choosing_onnx_says_it_exports_and_keeps_the_export_in_the_data_dir(browser, taught_studio):
+    """Issue 15.13: the onnx engine starts when chosen, the status line saying it exports meanwhile;
+    its cache is the data directory's cache/onnx (no REASONER_ONNX_CACHE set), and a draw then runs on it."""
+    page = new_page(browser, taught_studio)
+    page.locator("#engine input").click()
+    page.get_by_role("option", name="onnx").click()
+    page.locator("#status").get_by_text("exporting the model to ONNX (first use").wait_for()
+    page.locator("#status").get_by_text("The onnx engine is ready.").wait_for()
+    assert list((taught_studio.data_dir / "cache" / "onnx").glob("*/decoder_step.onnx"))
+    page.locator("#prompt textarea").fill(PROMPT)
+    page.locator("#n input").fill("1")
+    page.locator("#draw").click()
+    page.locator("#draw-status").get_by_text("Drew 1 candidate").wait_for()
+    page.close()
