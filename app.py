@@ -30,8 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         from ui.studio import build_studio, serve
 
         # the page is served while the weights load: a person sees it (and that it is loading) at once
-        demo, _ = build_studio(config, background=True)
-        print("Loading the model in the background…", flush=True)
+        demo, studio = build_studio(config, background=True)
     except ReasonerError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -41,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     serve(demo, config, prevent_thread_lock=True)
     print(f"Reasoner Studio running on http://{config.host}:{config.port} (data in {config.data_dir})", flush=True)
+    print("Loading the model in the background…", flush=True)
+    studio.models.load_in_background()
     demo.block_thread()
     return 0
 

@@ -95,6 +95,7 @@ class GatedModels(Models):
 
 def test_the_model_loads_in_the_background_and_steps_say_so_until_then(taught_model_dir, tmp_path):
     models = GatedModels(ModelChoice(str(taught_model_dir), "taught"), "cpu", ENGINE, background=True)
+    models.load_in_background()
     studio = make_studio(str(taught_model_dir), tmp_path / "data", models)
     assert not models.loaded and "loading" in models.info_markdown()
     with pytest.raises(ModelStillLoading):
@@ -120,6 +121,7 @@ def test_the_onnx_export_is_announced_and_cached_under_the_data_dir(tmp_path, mo
 
         def __init__(self):
             super().__init__(ModelChoice("unused", "test"), "cpu", ENGINE, background=True)
+            self.load_in_background()
 
         def _load_in_background(self):
             self.started = []

@@ -15,8 +15,8 @@ from .server import launch, serve_files_from
 
 def build_studio(config: StudioConfig, background: bool = False) -> tuple[gr.Blocks, Studio]:
     """The page and its handlers. Raises ReasonerError (one line) when the model or data dir fail;
-    with `background`, the weights load after the page is built (`Models`), and a model that fails
-    then says so on the page."""
+    with `background`, the weights load once `studio.models.load_in_background()` is called (app.py
+    calls it when the page is served), and a model that fails then says so on the page."""
     serve_files_from(config.data_dir)  # before any Blocks exist: Gradio reads its folders then
     store = Store.open(config.data_dir)
     choice = choose_model(config.model, config.data_dir)
