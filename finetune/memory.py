@@ -525,6 +525,39 @@ def summarise(runs: list[dict], target_layers: int) -> dict:
     return {"target_layers": target_layers, "configurations": summary}
 
 
+def markdown(out: dict) -> str:
+    """The runs of one JSON as a table: per configuration, each layer count's step peak (tensors,
+    then RSS or the CUDA allocator), the per-layer slope and the projection of the peak phase."""
+    runs = [r for r in out["runs"] if "error" not in r]
+    layers = sorted({r["layers"] for r in runs})
+    summary = out.get("summary") or summarise(out["runs"], 0)
+    target = summary["target_layers"]
+    lines = [
+        "| configuration | "
+        + " | ".join(f"{n} layer{'s' if n > 1 else ''}" for n in layers)
+        + f" | MB per layer | projected to {target} layers |",
+        "| --- |" + " --- |" * (len(layers) + 2),
+    ]
+    for configuration in dict.fromkeys(r["configuration"] for r in runs):
+        cells = []
+        for n in layers:
+            run = next((r for r in runs if r["configuration"] == configuration and r["layers"] == n), None)
+            if run is None:
+                cells.append("-")
+                continue
+            peak = run["peak_step"]
+            other = peak.get("cuda_allocated_mb", peak.get("rss_mb", 0))
+            cells.append(f"{peak.get('tensor_mb', 0):,.0f} ({other:,.0f})")
+        fitted = summary["configurations"].get(configuration, {}).get("tensor_mb")
+        if fitted is None:
+            cells += ["-", "-"]
+        else:
+            slope, projected = fitted["peak_phase_slope_mb_per_layer"], fitted["projected_peak_mb"]
+            cells += [f"{slope:,.0f}", f"{projected:,.0f} ({fitted['projected_peak_phase']})"]
+        lines.append(f"| {configuration} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m finetune.memory", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="janus-pro-1b", help="a preset of reasoner/models/random_janus.py")
@@ -551,6 +584,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", action="store_true", help="keep the runs already in --json, measure the rest")
     parser.add_argument("--json", default="", help="write the runs and the fits here (rewritten after each run)")
     parser.add_argument("--work-dir", default=None, help="where the models are saved (removed after)")
+    parser.add_argument("--table", metavar="JSON", help="print the runs of a JSON written earlier as a table")
     parser.add_argument("--worker", choices=("build", "measure"), help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--configuration", help=argparse.SUPPRESS)
@@ -560,6 +594,9 @@ def main(argv: list[str] | None = None) -> None:
 
     transformers_logging.set_verbosity_error()
 
+    if args.table:
+        print(markdown(json.loads(Path(args.table).read_text())), end="")
+        return
     if args.worker == "build":
         save_shaped_janus(Path(args.model_dir), args.preset, int(args.layers))
         print(json.dumps({"built": args.model_dir}))

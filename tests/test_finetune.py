@@ -307,3 +307,8 @@ def test_the_prompt_order_is_a_function_of_the_step():
     first = [step_prompts(prompts, step, 4, seed=3) for step in range(5)]
     assert first == [step_prompts(prompts, step, 4, seed=3) for step in range(5)]
     assert sorted(sum(first[:2], []) + first[2][:2]) == sorted(prompts)  # one epoch covers every prompt once
+
+
+def test_the_shipped_run_config_parses():
+    config = parse_config(["--config", "finetune/configs/shapes-grpo.yaml", "--out", "runs/x"])
+    assert (config.rollout, config.train, config.group_size) == ("both", "both", 8)

@@ -117,7 +117,9 @@ def load_adapter(model, directory: Path, config: LoraConfig, what: str = "adapte
             adapted = PeftModel.from_pretrained(model, directory, config=config, use_safetensors=True)
     except Exception as error:  # peft raises many kinds here (targets not found, size mismatch)
         raise ModelLoadError(f"{what} {directory} does not fit the model ({one_line(error)})") from None
-    expected, found = set(get_peft_model_state_dict(adapted)), set(load_file(Path(directory, ADAPTER_WEIGHTS)))
+    # save_embedding_layers=False: "auto" looks the base name up on the Hub (a network call at load)
+    expected = set(get_peft_model_state_dict(adapted, save_embedding_layers=False))
+    found = set(load_file(Path(directory, ADAPTER_WEIGHTS)))
     if expected != found:
         missing, unexpected = sorted(expected - found), sorted(found - expected)
         raise ModelLoadError(
