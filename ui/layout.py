@@ -113,7 +113,7 @@ def build_page(studio: Studio, notice: str | None, model_info: str) -> gr.Blocks
                 hist = history_tab_contents()
         connect_loop(studio, ui)
         if not studio.models.ready:
-            connect_loading(studio, ui)
+            connect_loading(demo, studio, ui)
         connect_history(studio, ui, hist, tabs, history_tab)
     return demo
 
@@ -123,9 +123,11 @@ def model_cfg_scale(models) -> float:
     return models.current().info.default_cfg_scale if models.ready else LOADING_CFG_SCALE
 
 
-def connect_loading(studio: Studio, ui: dict) -> None:
+def connect_loading(demo: gr.Blocks, studio: Studio, ui: dict) -> None:
     """While the model loads in the background, the page says so and looks again each second;
-    once it is in, the model panel, the CFG slider and the status line are filled and the timer stops."""
+    once it is in, the model panel, the CFG slider and the status line are filled and the timer stops.
+    The page also looks as it opens: a page opened after the load has the model's CFG scale at once,
+    not the stand-in for a second (a Draw clicked in that second would draw at the stand-in)."""
     timer = gr.Timer(1.0)
 
     def when_loaded(status: str):
@@ -139,7 +141,8 @@ def connect_loading(studio: Studio, ui: dict) -> None:
             status = "" if status == models.loading_line() else gr.skip()
         return models.info_markdown(), cfg, status, gr.Timer(active=False)
 
-    timer.tick(
+    gr.on(
+        [demo.load, timer.tick],
         when_loaded,
         ui["status"],
         [ui["model_info"], ui["cfg_scale"], ui["status"], timer],
