@@ -100,7 +100,9 @@ class TokenScorer(nn.Module):
         is_image = torch.zeros(rows, text_width + count, dtype=torch.bool, device=text_ids.device)
         is_image.scatter_(1, where, True)
         embeddings = torch.where(is_image[..., None], placed, text)
-        return self.janus.model.language_model(inputs_embeds=embeddings).last_hidden_state
+        # use_cache=False: teacher forcing reads no KV cache, and one built here (transformers' default)
+        # holds every layer's keys and values to the end of a no-grad pass (the reference's)
+        return self.janus.model.language_model(inputs_embeds=embeddings, use_cache=False).last_hidden_state
 
     def forward(self, batch: ScoringBatch, plan: bool = True, image: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """(plan log-probs (R, P), image log-probs (R, N)); a part not asked for is zeros."""
