@@ -38,12 +38,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 import weakref
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -118,6 +120,10 @@ class TensorMemory(TorchDispatchMode):
     def track(self, tensor) -> None:
         if not isinstance(tensor, torch.Tensor) or tensor.device.type != self.device_type:
             return
+        # fake tensors left alive by an earlier trace (torch.export, dynamo) have no real storage,
+        # and their sizes may be symbolic; they are not memory this process holds
+        if is_fake(tensor):
+            return
         try:
             storage = tensor.untyped_storage()
         except (RuntimeError, NotImplementedError):  # sparse and other storage-less tensors
@@ -126,6 +132,8 @@ class TensorMemory(TorchDispatchMode):
         if key in self.live:
             return
         size = storage.nbytes()
+        if not isinstance(size, int):
+            return
         self.live[key] = size
         self.current += size
         self.peak = max(self.peak, self.current)
@@ -136,9 +144,11 @@ class TensorMemory(TorchDispatchMode):
 
     def adopt_alive(self) -> None:
         gc.collect()
-        for thing in gc.get_objects():
-            if isinstance(thing, torch.Tensor):
-                self.track(thing)
+        with warnings.catch_warnings():  # isinstance on deprecated torch aliases in gc's list warns
+            warnings.simplefilter("ignore", FutureWarning)
+            for thing in gc.get_objects():
+                if isinstance(thing, torch.Tensor):
+                    self.track(thing)
         self.peak = max(self.peak, self.current)
 
     def reset_peak(self) -> None:
