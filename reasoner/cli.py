@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     plan = generate.add_mutually_exclusive_group()
     plan.add_argument("--no-think", action="store_true", help="draw from the prompt alone, without a plan")
     plan.add_argument("--plan", help="draw from this plan instead of the model's own")
+    plan.add_argument(
+        "--vary-plans",
+        action="store_true",
+        help="each candidate thinks its own plan (sampled at --plan-temperature, 1 if that is 0; its seed "
+        "the candidate's) and draws from it; results.jsonl gives each candidate's plan",
+    )
     generate.add_argument(
         "--reflect",
         action="store_true",
@@ -146,6 +152,7 @@ def run_generate(args) -> int:
         temperature=args.temperature,
         top_k=args.top_k,
         plan_temperature=args.plan_temperature,
+        vary_plans=args.vary_plans,
     )
     check_engine(args.engine)
     check_reflect_rounds(args.reflect_rounds)
@@ -206,6 +213,8 @@ def turn_rows(turn: Turn, prompt_index: int, args, model_name: str, save_png) ->
     }
     rows = []
     for k, candidate in enumerate(turn.candidates):
+        if candidate.plan is not None:  # a varied candidate: drawn from its own plan
+            plan_text = candidate.plan.text
         name = f"images/p{prompt_index:04d}-c{candidate.index:02d}.png"
         save_png(candidate.image, args.out / name, {**base_recipe, "seed": candidate.seed, "plan": plan_text})
         row = {

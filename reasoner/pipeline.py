@@ -15,10 +15,12 @@ that number.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from PIL import Image
 
 from .backends.base import Backend, ModelInfo
-from .errors import InvalidPromptError, PlanError
+from .errors import InvalidPromptError, InvalidSettingError, PlanError
 from .records import Candidate, DrawSettings, Plan, Reflection, ReflectionRound, Turn, check_reflect_rounds, redraw_seed
 from .reflection_loop import run_reflection_rounds
 from .worlds import World, plan_body, plan_reasoning, world_named
@@ -118,10 +120,13 @@ class ReasonerPipeline:
         return Plan(self.backend.write_plan(prompt, seed, temperature), source="model")
 
     def draw(self, prompt: str, plan: Plan | str | None, settings: DrawSettings) -> list[Candidate]:
-        """`settings.n` candidates from the plan, or from the prompt alone when `plan` is None."""
+        """`settings.n` candidates from the plan, or from the prompt alone when `plan` is None; with
+        `settings.vary_plans`, each from a plan of its own (`draw_varied`). One batch either way."""
         prompt = self.check_prompt(prompt)
-        plan = self._plan_to_draw(plan)
         settings = self.with_model_defaults(settings)
+        if settings.vary_plans:
+            return self.draw_varied(prompt, plan, settings)
+        plan = self._plan_to_draw(plan)
         drawn = self.backend.draw_images(
             prompt,
             None if plan is None else self.model_text(plan),
@@ -131,6 +136,25 @@ class ReasonerPipeline:
             settings.top_k,
         )
         return [Candidate(k, seed, d.image, d.tokens) for k, (seed, d) in enumerate(zip(settings.seeds(), drawn))]
+
+    def draw_varied(self, prompt: str, plan: Plan | str | None, settings: DrawSettings) -> list[Candidate]:
+        """T2I-R1's group: candidate k samples its own plan (at the plan temperature, with its own
+        seed `seed + k`) and draws from it, so the candidates differ in layout, not only in detail.
+        Each reproduces alone: `think(prompt, seed + k, T)`, then one candidate from that plan with
+        that seed. The model's plan in `plan`, if any, is not drawn; a person's plan is refused
+        rather than silently replaced (it is drawn as written, with vary_plans off)."""
+        if plan is not None and (isinstance(plan, str) or plan.source != "model"):
+            raise InvalidSettingError(
+                "vary_plans gives every candidate a plan of its own; to draw a plan you wrote, turn vary_plans off"
+            )
+        seeds = settings.seeds()
+        plans = [Plan(text, "model") for text in self.backend.write_plans(prompt, seeds, settings.plan_temperature)]
+        drawn = self.backend.draw_images_from_plans(
+            prompt, [self.model_text(p) for p in plans], seeds, settings.cfg_scale, settings.temperature, settings.top_k
+        )
+        return [
+            Candidate(k, seed, d.image, d.tokens, plan) for k, (seed, d, plan) in enumerate(zip(seeds, drawn, plans))
+        ]
 
     def reflect(
         self, prompt: str, plan: Plan | str | None, image: Image.Image, seed: int = 0, temperature: float = 0.0
@@ -165,8 +189,8 @@ class ReasonerPipeline:
     def redraw(
         self, prompt: str, plan: Plan | str | None, reflection: Reflection, settings: DrawSettings
     ) -> list[Candidate]:
-        """Draw again from the reflection's revision of `plan` (`plan_to_redraw`)."""
-        return self.draw(prompt, self.plan_to_redraw(plan, reflection), settings)
+        """Draw again from the reflection's revision of `plan` (`plan_to_redraw`), as one plan."""
+        return self.draw(prompt, self.plan_to_redraw(plan, reflection), replace(settings, vary_plans=False))
 
     def __call__(
         self,
@@ -180,10 +204,15 @@ class ReasonerPipeline:
         # 1. Check inputs; the turn records the guidance scale it draws with
         turn = Turn(prompt=self.check_prompt(prompt), settings=self.with_model_defaults(settings))
         check_reflect_rounds(reflect_rounds)
-        # 2. Think: the model's plan, unless a person gave one or thinking is off
+        # 2. Think: the model's plan, unless a person gave one, thinking is off, or every candidate
+        #    thinks its own (vary_plans, in step 3)
+        if settings.vary_plans and (plan is not None or not think):
+            raise InvalidSettingError(
+                "vary_plans thinks a plan for every candidate: it needs think on and no plan given"
+            )
         if plan is not None:
             turn.plan = self.check_plan(plan)
-        elif think:
+        elif think and not settings.vary_plans:
             turn.plan = self.think(turn.prompt, settings.seed, settings.plan_temperature)
         # 3. Draw the candidates
         turn.candidates = self.draw(turn.prompt, turn.plan, turn.settings)
@@ -191,7 +220,9 @@ class ReasonerPipeline:
         #    until a reflection finds the picture right or `reflect_rounds` are spent
         if reflect:
             turn.rounds = [
-                self.reflection_rounds(turn.prompt, turn.plan, candidate, turn.settings, reflect_rounds)
+                self.reflection_rounds(
+                    turn.prompt, candidate.plan or turn.plan, candidate, turn.settings, reflect_rounds
+                )
                 for candidate in turn.candidates
             ]
         return turn
@@ -207,7 +238,7 @@ class ReasonerPipeline:
 
         def redraw(_rows, reflections, plans, round_number):
             # A fresh seed for every round, so a redraw of an unchanged plan differs.
-            single = DrawSettings(**{**settings.__dict__, "n": 1, "seed": redraw_seed(candidate.seed, round_number)})
+            single = replace(settings, n=1, seed=redraw_seed(candidate.seed, round_number), vary_plans=False)
             plan_to_draw = self.plan_to_redraw(plans[0], reflections[0])
             picture = self.draw(prompt, plan_to_draw, single)[0]
             picture.index = candidate.index

@@ -20,6 +20,9 @@ LAST_SEED = MAX_SEED - (1 + MAX_REFLECT_ROUNDS) * MAX_CANDIDATES
 # only model slot for minutes. Models write far less (max_plan_tokens, max_reflection_tokens).
 MAX_PLAN_CHARS = 2000
 MAX_REFLECTION_CHARS = 4000
+# Varied candidates sample their plans; greedy plans (temperature 0) would all be one plan, so a
+# varied draw at plan temperature 0 samples at this one (T2I-R1's group samples at 1).
+VARIED_PLAN_TEMPERATURE = 1.0
 
 
 def check_text_length(text: str, what: str, limit: int) -> None:
@@ -84,8 +87,11 @@ class DrawSettings:
     temperature: float = 1.0  # image tokens; 0 draws greedily
     top_k: int = 0  # 0 keeps every token
     plan_temperature: float = 0.0  # plans and reflections; 0 writes greedily
+    vary_plans: bool = False  # each candidate thinks its own plan (seed: its own) and draws from it
 
     def __post_init__(self):
+        if self.vary_plans and self.plan_temperature == 0:
+            object.__setattr__(self, "plan_temperature", VARIED_PLAN_TEMPERATURE)
         checks = [
             (1 <= self.n <= MAX_CANDIDATES, f"n={self.n} is out of range: draw 1 to {MAX_CANDIDATES} candidates"),
             (0 <= self.seed <= LAST_SEED, f"seed={self.seed} is out of range 0..{LAST_SEED}"),
@@ -113,6 +119,7 @@ class Candidate:
     seed: int
     image: Image.Image
     image_tokens: torch.Tensor | None = None
+    plan: Plan | None = None  # a varied candidate's own plan; None: the draw's plan (or none)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from reasoner.store import (
     png_bytes,
     preference_pairs,
 )
+from reasoner.store.schema import SCHEMA_VERSION
 
 ACTOR = Actor("anon-test", "tiny", "hf")
 PROMPT = "a circle the color of the sky"
@@ -48,7 +49,7 @@ def store(tmp_path):
 def test_open_sets_wal_and_schema(store):
     with store.read_connection() as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 10_000
     assert Store.open(store.data_dir).counts()["turns"] == 0  # opening again keeps everything
 

@@ -51,10 +51,18 @@ class Backend(Protocol):
     def write_plan(self, prompt: str, seed: int, temperature: float) -> str:
         """The model's plan for `prompt`: free text, for shapes models ending in `Plan: ...`."""
 
+    def write_plans(self, prompt: str, seeds: list[int], temperature: float) -> list[str]:
+        """One plan per seed, in one batch; plan k is what `write_plan(prompt, seeds[k], ...)` writes."""
+
     def draw_images(
         self, prompt: str, plan: str | None, seeds: list[int], cfg_scale: float, temperature: float, top_k: int
     ) -> list[DrawnImage]:
         """One picture per seed; `plan=None` draws from the prompt alone."""
+
+    def draw_images_from_plans(
+        self, prompt: str, plans: list[str], seeds: list[int], cfg_scale: float, temperature: float, top_k: int
+    ) -> list[DrawnImage]:
+        """Picture k from plans[k] with seeds[k], in one batch; each what `draw_images` gives it alone."""
 
     def write_reflection(self, prompt: str, plan: str, image: Image.Image, seed: int, temperature: float) -> str:
         """What the model says about its own picture; a revision ends with `Plan: ...`."""

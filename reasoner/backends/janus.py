@@ -147,10 +147,22 @@ class JanusBackend:
             ids, None, seed, temperature, self.template.max_plan_tokens, stop_ids=[self.eos_id, self.boi_id]
         )
 
+    def write_plans(self, prompt: str, seeds: list[int], temperature: float) -> list[str]:
+        contexts = [self.think_context_ids(prompt)] * len(seeds)
+        stop_ids = [self.eos_id, self.boi_id]
+        return self.generate_texts(contexts, None, seeds, temperature, self.template.max_plan_tokens, stop_ids)
+
     def draw_images(
         self, prompt: str, plan: str | None, seeds: list[int], cfg_scale: float, temperature: float, top_k: int
     ) -> list[DrawnImage]:
         tokens = self.generate_image_tokens(self.draw_context_ids(prompt, plan), seeds, cfg_scale, temperature, top_k)
+        return [DrawnImage(image, row) for image, row in zip(self.decode_images(tokens), tokens.cpu())]
+
+    def draw_images_from_plans(
+        self, prompt: str, plans: list[str], seeds: list[int], cfg_scale: float, temperature: float, top_k: int
+    ) -> list[DrawnImage]:
+        contexts = [self.draw_context_ids(prompt, plan) for plan in plans]
+        tokens = self.generate_image_token_rows(contexts, seeds, cfg_scale, temperature, top_k)
         return [DrawnImage(image, row) for image, row in zip(self.decode_images(tokens), tokens.cpu())]
 
     def write_reflection(self, prompt: str, plan: str, image: Image.Image, seed: int, temperature: float) -> str:

@@ -52,7 +52,10 @@ def export_dataset(store: Store, out: str | Path) -> ExportSummary:
             candidates = {row["idx"]: row for row in _candidates(conn, verdict["draw_id"])}
             base = _row_base(verdict)
             if verdict["kind"] == "all_bad":
-                bad_rows += [{**base, "file_name": _image_name(c), "seed": c["seed"]} for c in candidates.values()]
+                bad_rows += [
+                    {**base, "file_name": _image_name(c), "seed": c["seed"], "candidate_plan": c["plan"]}
+                    for c in candidates.values()
+                ]
                 continue
             for chosen, rejected in preference_pairs(verdict["kind"], json.loads(verdict["ranking"]), len(candidates)):
                 pair_rows.append(
@@ -64,6 +67,8 @@ def export_dataset(store: Store, out: str | Path) -> ExportSummary:
                         "rejected_seed": candidates[rejected]["seed"],
                         "chosen_index": chosen + 1,
                         "rejected_index": rejected + 1,
+                        "chosen_plan": candidates[chosen]["plan"],  # each its own in a varied draw
+                        "rejected_plan": candidates[rejected]["plan"],
                     }
                 )
         edits = _edits(conn)
@@ -92,8 +97,9 @@ def _verdicts(conn: sqlite3.Connection) -> list[sqlite3.Row]:
 
 def _candidates(conn: sqlite3.Connection, draw_id: int) -> list[sqlite3.Row]:
     return conn.execute(
-        "SELECT c.idx, c.seed, c.image_hash, i.path FROM candidates c JOIN images i ON i.hash = c.image_hash"
-        " WHERE c.draw_id = ? ORDER BY c.idx",
+        "SELECT c.idx, c.seed, c.image_hash, i.path, pl.text AS plan FROM candidates c"
+        " JOIN images i ON i.hash = c.image_hash JOIN draws d ON d.id = c.draw_id"
+        " LEFT JOIN plans pl ON pl.id = COALESCE(c.plan_id, d.plan_id) WHERE c.draw_id = ? ORDER BY c.idx",
         (draw_id,),
     ).fetchall()
 

@@ -11,8 +11,9 @@ from .records import CandidateRef, DrawInfo, ReflectionInfo, TurnState, TurnSumm
 
 def candidates_of(conn: sqlite3.Connection, draw_id: int) -> tuple[CandidateRef, ...]:
     rows = conn.execute(
-        "SELECT c.id, c.idx, c.seed, c.image_hash, i.path FROM candidates c JOIN images i ON i.hash = c.image_hash"
-        " WHERE c.draw_id = ? ORDER BY c.idx",
+        "SELECT c.id, c.idx, c.seed, c.image_hash, i.path, pl.text, pl.source FROM candidates c"
+        " JOIN images i ON i.hash = c.image_hash JOIN draws d ON d.id = c.draw_id"
+        " LEFT JOIN plans pl ON pl.id = COALESCE(c.plan_id, d.plan_id) WHERE c.draw_id = ? ORDER BY c.idx",
         (draw_id,),
     ).fetchall()
     return tuple(CandidateRef(*row) for row in rows)
@@ -66,16 +67,16 @@ def latest_plan_id(conn: sqlite3.Connection, turn_id: int) -> int | None:
 
 def reflection_info(conn: sqlite3.Connection, reflection_id: int, owner: str | None = None) -> ReflectionInfo:
     row = conn.execute(
-        "SELECT r.turn_id, c.draw_id, p.text, r.text, t.who FROM reflections r"
+        "SELECT r.turn_id, c.draw_id, p.text, r.text, t.who, c.idx FROM reflections r"
         " JOIN candidates c ON c.id = r.candidate_id JOIN turns t ON t.id = r.turn_id"
         " JOIN prompts p ON p.id = t.prompt_id WHERE r.id = ?",
         (reflection_id,),
     ).fetchone()
     if row is None or not owned(row[4], owner):
         raise PreferenceError(f"reflection {reflection_id} does not exist")
-    turn_id, draw_id, prompt, text, _ = row
+    turn_id, draw_id, prompt, text, _, index = row
     revised = plan_text(conn, revised_plan_id(conn, reflection_id))
-    drawn = draw_info(conn, draw_id)
+    drawn = draw_info(conn, draw_id).candidates[index]  # the picture's own plan (a varied draw's differ)
     return ReflectionInfo(turn_id, reflection_id, draw_id, prompt, text, revised, drawn.plan, drawn.plan_source)
 
 

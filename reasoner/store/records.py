@@ -18,6 +18,7 @@ class Actor:
 class NewCandidate:
     seed: int
     png: bytes  # the PNG file, recipe included (images.png_bytes)
+    plan: str | None = None  # a varied candidate's own plan (the model's); None: the draw's plan
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class CandidateRef:
     seed: int
     image_hash: str
     path: str  # relative to the data directory
+    plan: str | None = None  # the plan it was drawn from: its own (a varied draw) or the draw's
+    plan_source: str | None = None
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,16 @@
 A turn is one prompt's way through think -> draw -> pick -> reflect -> redraw. Every plan and
 reflection is a row, the model's and a person's edit alike (`source`), and an edit points at what it
 was edited from, so the pairs (model wrote, person changed it to) stay as training data. Candidates
-point at images by content hash; each image file exists once under the data directory.
+point at images by content hash; each image file exists once under the data directory. A varied
+draw (each candidate thought its own plan) has no plan of its own; each candidate points at its plan.
 """
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# What takes a store of version k to k + 1; a new store gets SCHEMA whole.
+MIGRATIONS = {
+    1: "ALTER TABLE candidates ADD COLUMN plan_id INTEGER REFERENCES plans(id);",
+}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS prompts (
@@ -65,6 +71,7 @@ CREATE TABLE IF NOT EXISTS candidates (
     idx INTEGER NOT NULL,                                  -- 0-based; people see idx + 1
     seed INTEGER NOT NULL,
     image_hash TEXT NOT NULL REFERENCES images(hash),
+    plan_id INTEGER REFERENCES plans(id),                  -- a varied candidate's own plan; NULL: the draw's
     UNIQUE (draw_id, idx)
 );
 CREATE TABLE IF NOT EXISTS preferences (

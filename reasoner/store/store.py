@@ -36,7 +36,7 @@ from .records import (
     TurnState,
     TurnSummary,
 )
-from .schema import SCHEMA, SCHEMA_VERSION
+from .schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
 
 DB_NAME = "studio.sqlite3"
 BUSY_TIMEOUT_MS = 10_000
@@ -63,8 +63,11 @@ class Store:
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
                 if version > SCHEMA_VERSION:
                     raise StoreError(f"{store.db_path} was written by a newer version (schema {version})")
-                if version < SCHEMA_VERSION:
+                if version == 0:
                     conn.executescript(f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+                    version = SCHEMA_VERSION
+                for older in range(version, SCHEMA_VERSION):  # each step one transaction
+                    conn.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[older]} PRAGMA user_version={older + 1}; COMMIT;")
         except (sqlite3.Error, OSError) as error:
             raise store_error(error, store.data_dir) from None
         return store
@@ -163,7 +166,16 @@ class Store:
                     "INSERT OR IGNORE INTO images (hash, path, bytes, created_at) VALUES (?, ?, ?, ?)",
                     (image.hash, image.path, image.bytes, now()),
                 )
-                _insert(conn, "candidates", draw_id=draw_id, idx=index, seed=candidate.seed, image_hash=image.hash)
+                own_plan = None if candidate.plan is None else _model_plan_for(conn, actor, turn_id, candidate.plan)
+                _insert(
+                    conn,
+                    "candidates",
+                    draw_id=draw_id,
+                    idx=index,
+                    seed=candidate.seed,
+                    image_hash=image.hash,
+                    plan_id=own_plan,
+                )
             candidates = queries.candidates_of(conn, draw_id)
         return DrawRef(turn_id, draw_id, plan_id, reflection_id, candidates)
 
@@ -341,6 +353,17 @@ def _plan_for(conn: sqlite3.Connection, actor: Actor, turn_id: int, text: str, r
         who=actor.who,
         created_at=now(),
     )
+
+
+def _model_plan_for(conn: sqlite3.Connection, actor: Actor, turn_id: int, text: str) -> int:
+    """The row of a plan the model wrote for a varied candidate: the turn's own row for the same
+    text (the same layout sampled twice, or the plan Think wrote), else a new model plan."""
+    same = conn.execute(
+        "SELECT id FROM plans WHERE turn_id = ? AND text = ? AND source = 'model' ORDER BY id LIMIT 1", (turn_id, text)
+    ).fetchone()
+    if same is not None:
+        return same[0]
+    return _insert(conn, "plans", turn_id=turn_id, text=text, source="model", who=actor.who, created_at=now())
 
 
 def _reflection_for(conn: sqlite3.Connection, actor: Actor, turn_id: int, request: DrawRequest) -> int | None:
