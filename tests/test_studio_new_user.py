@@ -175,12 +175,14 @@ def test_reopen_offers_the_turns_numbers_picks_from_1_and_an_empty_choice_asks_f
     assert f"draw #{draw_id}: best is #2" in outputs[-1] and tabs.selected == "studio" and status == ""
 
 
-def test_a_pick_made_while_a_draw_streams_is_kept(taught_model_dir, tmp_path):
-    """Issue 15.9: on the page, best is reset to 1 with the first pictures, never when the draw ends."""
+def test_a_pick_made_while_a_draw_runs_is_kept(taught_model_dir, tmp_path):
+    """Issue 15.9: on the page, best is reset to 1 as the draw starts, never when it ends; the draw
+    is one batch (issue 19.3): a status line first, then all the pictures."""
     from ui.layout import keeping_a_pick
 
     studio = make_studio(str(taught_model_dir), tmp_path / "data")
     outputs = list(keeping_a_pick(studio.draw)(PROMPT, PLAN, None, **{**SETTINGS, "n": 4}, request=None))
-    assert len(outputs) > 2 and outputs[0][5] == 1 and all(o[5] == gr.skip() for o in outputs[1:])
-    assert "Drew 4 candidates" in outputs[-1][4]
+    assert [o[5] for o in outputs] == [1, gr.skip()]
+    assert outputs[0][0] is None and "Drawing 4 candidates in one batch" in outputs[0][4]
+    assert len(outputs[-1][0]) == 4 and "Drew 4 candidates" in outputs[-1][4]
     assert list(studio.draw(PROMPT, PLAN, None, **{**SETTINGS, "n": 4}, request=None))[-1][5] == 1  # the API's answer

@@ -38,7 +38,7 @@ def test_each_candidate_reproduces_alone_from_its_seed(pipeline):
 def test_a_persons_plan_is_not_silently_replaced(pipeline):
     settings = DrawSettings(n=2, vary_plans=True)
     with pytest.raises(InvalidSettingError, match="vary_plans"):
-        pipeline.draw(PROMPT, Plan("Plan: red circle @ left", "person"), settings)
+        pipeline.draw(PROMPT, Plan("Plan: red circle @ middle-left", "person"), settings)
     with pytest.raises(InvalidSettingError, match="vary_plans"):
         pipeline(PROMPT, settings, think=False)
     # the model's own plan is not drawn: the candidates think their own
@@ -86,7 +86,7 @@ def test_the_store_keeps_each_candidates_plan_and_reflects_on_it(tiny_pipeline, 
     info = store.draw_info(ref.draw_id)
     assert info.plan is None and [c.plan for c in info.candidates] == [c.plan.text for c in drawn]
     assert {c.plan_source for c in info.candidates} == {"model"}
-    reflected = store.reflect(actor, ref.draw_id, 2, "the circle is too small. Plan: red circle @ left", None)
+    reflected = store.reflect(actor, ref.draw_id, 2, "the circle is too small. Plan: red circle @ middle-left", None)
     assert store.reflection_info(reflected.reflection_id).drawn_plan == drawn[2].plan.text
     store.prefer(actor, ref.draw_id, "pick", [1])
     export_dataset(store, tmp_path / "export")
@@ -120,3 +120,59 @@ def test_a_store_of_the_first_schema_opens_and_keeps_its_rows(tiny_pipeline, tmp
     candidate = NewCandidate(0, png_bytes(drawn[0].image, {}), drawn[0].plan.text)
     ref = store.draw(Actor("a", "tiny", "hf"), DrawRequest(PROMPT, None, {}, [candidate]))
     assert store.draw_info(ref.draw_id).candidates[0].plan == drawn[0].plan.text
+
+
+def test_the_studio_draws_varied_candidates_and_reflects_on_the_picked_ones_plan(tiny_model_dir, tmp_path):
+    from tests.test_ui_handlers import SETTINGS, last, make_studio
+
+    studio = make_studio(tiny_model_dir, tmp_path / "data")
+    plan, _, turn_id, _ = studio.think(PROMPT, 0, False, 0, None, request=None)
+    heard = []
+    outputs, (gallery, draw_id, *_rest) = last(
+        studio.draw(
+            PROMPT, plan, turn_id, **{**SETTINGS, "n": 3}, vary_plans=True, request=None, progress=heard_steps(heard)
+        )
+    )
+    assert "each from a plan of its own" in outputs[0][4]
+    candidates = studio.store.draw_info(draw_id).candidates
+    pipeline = studio.models.pipeline(None)
+    own = [pipeline.think(PROMPT, SETTINGS["seed"] + k, VARIED_PLAN_TEMPERATURE).text for k in range(3)]
+    assert [c.plan for c in candidates] == own
+    assert [caption for _, caption in gallery] == [
+        f"#{k + 1} · seed {3 + k} · {Plan(p).body}" for k, p in enumerate(own)
+    ]
+    # the bar follows the image tokens, at most 21 updates a call (hf runs one call per plan length)
+    assert heard[-1] == (81, 81) and 2 <= len(heard) <= 21 * 3
+    _, revised, reflection_id, _ = studio.reflect(draw_id, 2, 0, None, request=None)
+    assert studio.store.reflection_info(reflection_id).drawn_plan == own[1]
+
+    # a plan the person edited is drawn as written, whatever the switch says
+    _, (_, edited_draw, *_rest) = last(
+        studio.draw(PROMPT, "Plan: red circle @ middle-left", turn_id, **SETTINGS, vary_plans=True, request=None)
+    )
+    info = studio.store.draw_info(edited_draw)
+    assert info.plan == "Plan: red circle @ middle-left" and {c.plan for c in info.candidates} == {info.plan}
+
+
+def test_a_redraw_from_the_unchanged_plan_takes_fresh_seeds(tiny_model_dir, tmp_path):
+    from tests.test_ui_handlers import SETTINGS, last, make_studio
+
+    studio = make_studio(tiny_model_dir, tmp_path / "data")
+    person_plan = "Plan: red circle @ middle-left"
+    _, (_, draw_id, *_rest) = last(studio.draw(PROMPT, person_plan, None, **SETTINGS, request=None))
+    reflection, _, reflection_id, _ = studio.reflect(draw_id, 1, 0, None, request=None)
+    _, (_, redraw_id, _, seed, *_rest) = last(
+        studio.redraw(reflection_id, reflection, person_plan, **SETTINGS, request=None)
+    )
+    assert seed == SETTINGS["seed"] + 16
+    first, again = studio.store.draw_info(draw_id), studio.store.draw_info(redraw_id)
+    assert [c.seed for c in again.candidates] == [s + 16 for s in (c.seed for c in first.candidates)]
+    assert {c.image_hash for c in again.candidates}.isdisjoint(c.image_hash for c in first.candidates)
+
+
+def heard_steps(heard):
+    def progress(value, desc=None, unit=None):
+        if isinstance(value, tuple):
+            heard.append(value)
+
+    return progress

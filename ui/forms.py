@@ -10,6 +10,7 @@ import re
 from reasoner.errors import InvalidSettingError, PlanError
 from reasoner.records import LAST_SEED, MAX_REFLECTION_CHARS, DrawSettings
 from reasoner.store import PreferenceError
+from reasoner.worlds import plan_body
 
 from . import arguments
 
@@ -39,7 +40,7 @@ def pick_seed(seed, random_seed: bool) -> int:
     return whole_number(seed, "seed")
 
 
-def draw_settings(n, seed: int, cfg_scale, temperature, plan_temperature) -> DrawSettings:
+def draw_settings(n, seed: int, cfg_scale, temperature, plan_temperature, vary_plans: bool = False) -> DrawSettings:
     """DrawSettings from the form; out-of-range values raise InvalidSettingError naming the field."""
     numbers = [
         number(v, name)
@@ -55,7 +56,15 @@ def draw_settings(n, seed: int, cfg_scale, temperature, plan_temperature) -> Dra
         cfg_scale=numbers[0],
         temperature=numbers[1],
         plan_temperature=numbers[2],
+        vary_plans=vary_plans,
     )
+
+
+def drawing_line(settings: DrawSettings, verb: str = "Drawing") -> str:
+    """The status line while a draw runs (its pictures come when the whole batch is drawn)."""
+    each = f", each from a plan of its own (plan temperature {settings.plan_temperature:g})" * settings.vary_plans
+    n = settings.n
+    return f"{verb} {n} candidate{'s' * (n > 1)} in one batch{each}…"
 
 
 def parse_verdict(verdict: str, best, ranking: str | None, count: int) -> tuple[str, list[int]]:
@@ -97,8 +106,10 @@ def verdict_text(kind: str, order: list[int]) -> str:
     return {"pick": f"best is #{numbers}", "rank": f"ranking {numbers}", "all_bad": "all bad"}[kind]
 
 
-def caption(index: int, seed: int) -> str:
-    return f"#{index + 1} · seed {seed}"
+def caption(index: int, seed: int, plan: str | None = None) -> str:
+    """A candidate's caption; a varied candidate's names the plan it drew (its `Plan:` part)."""
+    own = f" · {plan_body(plan)}" if plan else ""
+    return f"#{index + 1} · seed {seed}{own}"
 
 
 def recipe(

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import html
-import math
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import gradio as gr
 from PIL import Image
 
+from reasoner.engine.progress import image_steps_to
 from reasoner.errors import ReasonerError
 from reasoner.pipeline import ReasonerPipeline
-from reasoner.records import Candidate, DrawSettings, Plan, Reflection
+from reasoner.records import Candidate, DrawSettings, Plan, Reflection, redraw_seed
 from reasoner.store import Actor, DrawRef, DrawRequest, NewCandidate, PreferenceError, Store, png_bytes
 
 from . import arguments, forms
@@ -31,7 +31,6 @@ from .page_errors import error_line
 from .uploads import checked_recipe, recipe_of_upload
 
 HISTORY_LIMIT = 100
-GALLERY_UPDATES = 4  # a draw shows its candidates in at most this many steps
 
 
 @contextlib.contextmanager
@@ -97,36 +96,32 @@ class Studio:
         temperature,
         plan_temperature,
         engine,
-        request: gr.Request,
+        vary_plans=False,
+        request: gr.Request = None,
         progress=gr.Progress(),
     ):  # noqa: B008 - how Gradio passes progress
-        """Draw N candidates from the plan (the prompt alone if it is empty), showing them as they finish.
+        """Draw N candidates in one batch from the plan (the prompt alone if it is empty), or, with
+        `vary_plans`, each from a plan it thinks itself (the model's plan in the box is then not
+        drawn; a person's is drawn as written, so an edit turns varying off).
 
         Yields (gallery, draw id, turn id, seed used, status, best); the last yield has the draw id.
         """
         with shown_errors():
             seed = forms.pick_seed(seed, random_seed)
-            settings = forms.draw_settings(n, seed, cfg_scale, temperature, plan_temperature)
             pipeline = self.models.pipeline(engine)
             prompt = pipeline.check_prompt(arguments.text(prompt, "prompt"))
             turn_id, owner = arguments.optional_record_id(turn_id, "turn"), self.history_owner(request)
             if turn_id is not None:
                 self.store.turn_prompt(turn_id, owner)  # before any drawing: a turn that is not theirs does not exist
             to_draw = self.plan_to_draw(pipeline, arguments.text(plan, "plan", optional=True), turn_id, prompt, owner)
-            plan_text = None if to_draw is None else to_draw.text
+            vary = arguments.flag(vary_plans, "vary plans") and (to_draw is None or to_draw.source == "model")
+            settings = forms.draw_settings(n, seed, cfg_scale, temperature, plan_temperature, vary)
+            plan_text = None if to_draw is None or vary else to_draw.text
 
+            yield None, None, turn_id, seed, forms.drawing_line(settings), first_best(0)
             recipe = self.recipe_maker(prompt, plan_text, settings, engine)
-            kept: list[tuple[NewCandidate, Path]] = []
-            parts = self.stream(settings, lambda part: pipeline.draw(prompt, to_draw, part), recipe, progress)
-            for step, kept in enumerate(parts):
-                yield (
-                    gallery_of(kept),
-                    None,
-                    turn_id,
-                    seed,
-                    f"Drawing: {len(kept)} of {settings.n} done…",
-                    first_best(step),
-                )
+            drawing = lambda: pipeline.draw(prompt, None if vary else to_draw, settings)  # noqa: E731
+            kept = self.draw_batch(settings, drawing, recipe, progress)
             request_ = DrawRequest(prompt, plan_text, asdict(settings), [c for c, _ in kept], turn_id=turn_id)
             drawn = self.store.draw(self.actor(request, engine), request_, owner)
         yield self.finished(drawn, kept, seed)
@@ -193,7 +188,6 @@ class Studio:
             info = self.store.reflection_info(required_id(reflection_id, "reflection"), owner)
             reflection_text = forms.checked_reflection(reflection_text)
             seed = forms.pick_seed(seed, random_seed)
-            settings = forms.draw_settings(n, seed, cfg_scale, temperature, plan_temperature)
             pipeline = self.models.pipeline(engine)
             drawn_from = Plan(info.drawn_plan, info.drawn_plan_source or "model") if info.drawn_plan else None
             revised = self.plan_to_draw(
@@ -203,21 +197,17 @@ class Studio:
                 reflection_text, revised, source="model" if reflection_text == info.text else "person"
             )
             plan_text = revised.text if revised is not None else (drawn_from.text if drawn_from else None)
+            if plan_text == info.drawn_plan and not arguments.flag(random_seed, "random seed"):
+                # the same plan again: fresh seeds, as the command line's redraws take, or it would
+                # draw the very pictures reflected on
+                seed = redraw_seed(seed, 1)
+            settings = forms.draw_settings(n, seed, cfg_scale, temperature, plan_temperature)
 
+            yield None, None, info.turn_id, seed, forms.drawing_line(settings, "Redrawing"), first_best(0)
             recipe = self.recipe_maker(info.prompt, plan_text, settings, engine, reflection.text)
-            kept: list[tuple[NewCandidate, Path]] = []
-            parts = self.stream(
-                settings, lambda part: pipeline.redraw(info.prompt, drawn_from, reflection, part), recipe, progress
+            kept = self.draw_batch(
+                settings, lambda: pipeline.redraw(info.prompt, drawn_from, reflection, settings), recipe, progress
             )
-            for step, kept in enumerate(parts):
-                yield (
-                    gallery_of(kept),
-                    None,
-                    info.turn_id,
-                    seed,
-                    f"Redrawing: {len(kept)} of {settings.n} done…",
-                    first_best(step),
-                )
             request_ = DrawRequest(
                 info.prompt,
                 plan_text,
@@ -309,19 +299,20 @@ class Studio:
         model, engine = self.models.choice.label, engine or self.models.default_engine
         return lambda seed: forms.recipe(prompt, plan, settings, seed, model, engine, reflection)
 
-    def stream(self, settings: DrawSettings, draw_part: Callable[[DrawSettings], list[Candidate]], recipe, progress):
-        """Draw `settings.n` candidates a part at a time (candidate k keeps seed `seed + k`), write
-        each picture as it comes, and yield the (candidate, file) list so far after every part."""
-        size = math.ceil(settings.n / GALLERY_UPDATES)
+    def draw_batch(self, settings: DrawSettings, draw: Callable[[], list[Candidate]], recipe, progress):
+        """Draw all `settings.n` candidates in one batch (issue 19.3: parts of a batch cost nearly
+        a whole batch each), the progress bar following its image tokens; write every picture with
+        its recipe and return the (candidate, file) list."""
+        heard = ProgressSteps(progress, settings.n)
+        with image_steps_to(heard):
+            drawn = draw()
         kept: list[tuple[NewCandidate, Path]] = []
-        progress((0, settings.n), desc="drawing", unit="pictures")
-        for start in range(0, settings.n, size):
-            part = replace(settings, n=min(size, settings.n - start), seed=settings.seed + start)
-            for candidate in draw_part(part):
-                png = png_bytes(candidate.image, recipe(candidate.seed))
-                kept.append((NewCandidate(candidate.seed, png), self.store.keep_image(png)))
-            progress((len(kept), settings.n), desc="drawing", unit="pictures")
-            yield kept
+        for candidate in drawn:
+            plan = None if candidate.plan is None else candidate.plan.text
+            made = recipe(candidate.seed) | ({"plan": plan} if plan is not None else {})
+            png = png_bytes(candidate.image, made)
+            kept.append((NewCandidate(candidate.seed, png, plan), self.store.keep_image(png)))
+        return kept
 
     def finished(self, drawn: DrawRef, kept, seed: int):
         n = len(drawn.candidates)
@@ -373,4 +364,20 @@ def plan_line(pipeline: ReasonerPipeline, prompt: str | None, text: str, source:
 
 
 def gallery_of(kept: list[tuple[NewCandidate, Path]]) -> list[tuple[str, str]]:
-    return [(str(path), forms.caption(k, c.seed)) for k, (c, path) in enumerate(kept)]
+    return [(str(path), forms.caption(k, c.seed, c.plan)) for k, (c, path) in enumerate(kept)]
+
+
+class ProgressSteps:
+    """The image-token steps of one draw, told to Gradio's progress bar at most UPDATES times
+    (each update is a message to the page)."""
+
+    UPDATES = 20
+
+    def __init__(self, progress, candidates: int):
+        self.progress, self.candidates, self.last = progress, candidates, -1
+
+    def __call__(self, done: int, total: int) -> None:
+        shown = done * self.UPDATES // total
+        if shown != self.last:
+            self.last = shown
+            self.progress((done, total), desc=f"drawing {self.candidates}", unit="image tokens")

@@ -163,6 +163,11 @@ def studio_tab(model_info: str, engine: str, cfg_scale: float) -> dict:
             with gr.Row():
                 ui["think"] = gr.Button("Think", variant="primary", elem_id="think")
                 ui["draw"] = gr.Button("Draw", variant="primary", elem_id="draw")
+            ui["vary_plans"] = gr.Checkbox(
+                True,
+                label="Each candidate thinks its own plan (turns off when you edit the plan; then the plan is drawn)",
+                elem_id="vary-plans",
+            )
             ui["status"] = gr.Markdown(elem_id="status")  # errors stay here until the next step
             ui["plan"] = gr.Textbox(
                 label="Plan (the model's; edit it before drawing)", lines=3, max_length=MAX_PLAN_CHARS, elem_id="plan"
@@ -251,7 +256,16 @@ def history_tab_contents() -> dict:
 
 
 def connect_step(
-    fn, button: gr.Button, inputs: list, outputs: list, status, api_name: str, page=None, page_outputs=(), **options
+    fn,
+    button: gr.Button,
+    inputs: list,
+    outputs: list,
+    status,
+    api_name: str,
+    page=None,
+    page_outputs=(),
+    api_inputs=None,
+    **options,
 ) -> None:
     """The button runs `fn` for the page (an error goes to the status line, outputs stay usable),
     or `page`, fn with `page_outputs` more; a hidden twin serves the API endpoint `api_name`,
@@ -266,7 +280,8 @@ def connect_step(
         **options,
         **PAGE_ONLY,
     )
-    gr.Button(visible=False, elem_classes="api-only").click(on_gpu(fn), inputs, outputs, api_name=api_name, **options)
+    api_twin = gr.Button(visible=False, elem_classes="api-only")
+    api_twin.click(on_gpu(fn), api_inputs or inputs, outputs, api_name=api_name, **options)
 
 
 def keeping_a_pick(draw):
@@ -307,16 +322,22 @@ def connect_loop(studio: Studio, ui: dict) -> None:
         "think",
         **MODEL,
     )
+    draw_inputs = [ui["prompt"], ui["plan"], ui["turn_id"], *settings]
     connect_step(
         studio.draw,
         ui["draw"],
-        [ui["prompt"], ui["plan"], ui["turn_id"], *settings],
+        [*draw_inputs, ui["vary_plans"]],
         drawn,
         status,
         "draw",
         page=keeping_a_pick(studio.draw),
+        # the API draws the plan it is sent unless asked to vary (`vary_plans=True`)
+        api_inputs=[*draw_inputs, gr.Checkbox(False, visible=False, label="vary_plans")],
         **MODEL,
     )
+    # varying is on while the plan is the model's: a person's edit is drawn as written
+    ui["plan"].input(lambda: False, None, ui["vary_plans"], queue=False, show_progress="hidden", **PAGE_ONLY)
+    ui["think"].click(lambda: True, None, ui["vary_plans"], queue=False, show_progress="hidden", **PAGE_ONLY)
     connect_step(
         studio.prefer,
         ui["prefer"],

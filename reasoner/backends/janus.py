@@ -363,7 +363,9 @@ class JanusBackend:
             # own guidance processor out so that SeededSampler mixes with the real scale.
             guidance_scale=1,
         )
-        sampler = SeededSampler(seeds, temperature, top_k, guidance_scale=cfg_scale, device=self.device)
+        sampler = SeededSampler(
+            seeds, temperature, top_k, guidance_scale=cfg_scale, device=self.device, total_steps=self.num_image_tokens
+        )
         return self.model.generate(
             input_ids,
             attention_mask=torch.ones_like(input_ids),

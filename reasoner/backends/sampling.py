@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessor
 
+from ..engine.progress import image_step_done
 from ..engine.sampling import guided, probabilities
 
 
@@ -25,17 +26,22 @@ class SeededSampler(LogitsProcessor):
         top_k: int = 0,
         guidance_scale: float | None = None,
         device: torch.device | str = "cpu",
+        total_steps: int | None = None,
     ):
         self.temperature = temperature
         self.top_k = top_k
         self.guidance_scale = guidance_scale
         self.generators = [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
+        self.steps, self.total_steps = 0, total_steps  # image tokens: each step is heard (engine/progress.py)
 
     def mix(self, scores: torch.Tensor) -> torch.Tensor:
         """Guided scores: the batch is [conditional rows; unconditional rows] when guidance is on."""
         return guided(scores, self.guidance_scale)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.total_steps is not None:
+            self.steps += 1
+            image_step_done(self.steps, self.total_steps)
         scores = self.mix(scores)
         if self.temperature == 0:
             return scores

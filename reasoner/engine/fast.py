@@ -53,6 +53,7 @@ from .fast_decoder import FastDecoder
 from .fast_weights import Weights
 from .guidance import SpecialTokens, guidance_rows
 from .padding import left_pad
+from .progress import image_step_done
 from .sampling import RowNoise, guided, pick
 
 BUCKET = 64  # attention reads the cache in steps of this many positions
@@ -234,11 +235,13 @@ class FastEngine:
         logits = self.weights.image_logits(hidden).index_select(0, cache_rows)  # (2B, vocab)
         tokens = torch.empty(batch, count, dtype=torch.long, device=self.device)
         tokens[:, 0] = pick(guided(logits, cfg_scale), noise.draw() if sample else None, temperature, top_k)
+        image_step_done(1, count)
         # 3. Decode the rest, one position a step
         for i in range(1, count):
             if sample:
                 noise.draw()
             tokens[:, i] = self.decode("image", decoder, tokens[:, i - 1], length + i - 1, padded, sample, top_k)
+            image_step_done(i + 1, count)
         return tokens
 
     def _text_tokens(

@@ -31,6 +31,7 @@ from .guidance import SpecialTokens, guidance_rows
 from .lora import model_state
 from .onnx_export import GRAPHS, ensure_exported, export_dtype
 from .padding import run_by_length
+from .progress import image_step_done
 from .sampling import RowNoise, guided, pick
 
 ORT_TYPES = {torch.float32: np.float32, torch.float16: np.float16, torch.int64: np.int64}
@@ -219,6 +220,7 @@ class OnnxEngine:
                 hidden, past = self.step(self.embed_image(torch.cat([tokens[:, i - 1]] * 2)), past)
             scores = guided(self.head("image", hidden), cfg_scale)
             tokens[:, i] = pick(scores, noise.draw() if noise else None, temperature, top_k)
+            image_step_done(i + 1, count)
         return tokens
 
     @torch.no_grad()
