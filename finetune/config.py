@@ -57,6 +57,7 @@ class GRPOConfig:
     # -- the objective ---------------------------------------------------------------------------
     train: str = setting("both", "which tokens get the policy gradient: plan, image or both")
     steps: int = setting(100, "optimizer steps")
+    max_minutes: float = setting(0.0, "stop after the first step past this wall time (minutes), then save; 0: no limit")
     iterations: int = setting(1, "optimizer passes over each batch of rollouts (GRPO's mu)")
     learning_rate: float = setting(1e-4, "AdamW learning rate (constant after warm-up)")
     warmup_steps: int = setting(0, "steps of linear learning-rate warm-up")
@@ -98,6 +99,7 @@ class GRPOConfig:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: {why}")
 
         need(bool(self.out), "out", "a run directory is required (--out runs/NAME)")
+        need(self.max_minutes >= 0, "max_minutes", "must be 0 (no limit) or positive")
         for name in ("prompts_per_step", "group_size", "steps", "iterations", "micro_batch", "eval_prompts"):
             need(getattr(self, name) >= 1, name, "must be at least 1")
         need(self.group_size >= 2, "group_size", "a group needs at least 2 trajectories to compare")

@@ -317,16 +317,22 @@ class GRPOTrainer:
         if self.step == 0 and config.eval_every:
             self.write(metrics_file, {"step": 0, **self.evaluate()})
         bar = self.progress_bar()
+        started = time.monotonic()
         while self.step < config.steps:
             metrics = self.train_step()
-            if config.eval_every and (self.step % config.eval_every == 0 or self.step == config.steps):
+            out_of_time = bool(config.max_minutes) and time.monotonic() - started >= 60 * config.max_minutes
+            last = self.step == config.steps or out_of_time
+            if config.eval_every and (self.step % config.eval_every == 0 or last):
                 metrics.update(self.evaluate())
-            if self.step % config.save_every == 0 or self.step == config.steps:
+            if self.step % config.save_every == 0 or last:
                 self.save()
             self.write(metrics_file, metrics)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(reward=f"{metrics['reward']:.3f}", kl=f"{metrics['kl']:.4f}")
+            if out_of_time:
+                self.log(f"stopping after step {self.step}: the {config.max_minutes:g}-minute budget is spent")
+                break
         if bar is not None:
             bar.close()
         return self.finish()

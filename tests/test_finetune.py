@@ -60,6 +60,7 @@ def tiny_config(tmp_path, model_dir, **overrides) -> GRPOConfig:
         (["--rollout", "direct", "--train", "plan"], "train"),
         (["--prompts", "/no/such/file.txt"], "prompts"),
         (["--learning_rate", "2"], "learning_rate"),
+        (["--max_minutes", "-1"], "max_minutes"),
     ],
 )
 def test_a_bad_setting_fails_with_one_line_naming_the_field(tmp_path, flags, field):
@@ -312,3 +313,11 @@ def test_the_prompt_order_is_a_function_of_the_step():
 def test_the_shipped_run_config_parses():
     config = parse_config(["--config", "finetune/configs/shapes-grpo.yaml", "--out", "runs/x"])
     assert (config.rollout, config.train, config.group_size) == ("both", "both", 8)
+
+
+def test_a_time_budget_stops_the_run_after_the_step_that_spends_it_and_saves(tmp_path, tiny_model_dir):
+    trainer = GRPOTrainer(tiny_config(tmp_path, tiny_model_dir, steps=50, save_every=25, max_minutes=1e-6))
+    final = trainer.train()
+    assert trainer.step == 1 and (final / "adapter_model.safetensors").exists()
+    assert [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == [1]
+    assert checkpoints.latest_checkpoint(tmp_path / "run").name.endswith("-1")
