@@ -59,7 +59,7 @@ class Studio:
     def actor(self, request: gr.Request | None, engine: str | None = None) -> Actor:
         username = getattr(request, "username", None)
         session = getattr(request, "session_hash", None)
-        return Actor(forms.who_is(username, session), self.models.choice.label, engine or self.models.default_engine)
+        return Actor(forms.who_is(username, session), self.models.label, engine or self.models.default_engine)
 
     def history_owner(self, request: gr.Request | None) -> str | None:
         """With auth on, people see and act on only their own turns (another's id reads as one that
@@ -296,7 +296,7 @@ class Studio:
         self, prompt: str, plan: str | None, settings: DrawSettings, engine, reflection: str | None = None
     ):
         """seed -> the recipe a picture of this draw carries."""
-        model, engine = self.models.choice.label, engine or self.models.default_engine
+        model, engine = self.models.label, engine or self.models.default_engine
         return lambda seed: forms.recipe(prompt, plan, settings, seed, model, engine, reflection)
 
     def draw_batch(self, settings: DrawSettings, draw: Callable[[], list[Candidate]], recipe, progress):

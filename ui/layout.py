@@ -96,7 +96,8 @@ def reopening(reopen):
     return reopen_on_page
 
 
-def build_page(studio: Studio, notice: str | None, model_info: str) -> gr.Blocks:
+def build_page(studio: Studio, notice: str | None, model_info: str, learning=None) -> gr.Blocks:
+    """The studio's page; with `learning` (ui/learn_handlers.Learning), its Learn tab too."""
     with gr.Blocks(title="Reasoner Studio", delete_cache=(3600, 24 * 3600)) as demo:
         gr.Markdown(
             "# Reasoner Studio\nThe model **thinks** (a plan you can edit), **draws** candidates, "
@@ -111,7 +112,14 @@ def build_page(studio: Studio, notice: str | None, model_info: str) -> gr.Blocks
                 ui = studio_tab(model_info, studio.models.default_engine, model_cfg_scale(studio.models))
             with gr.Tab("History", id="history") as history_tab:
                 hist = history_tab_contents()
+            if learning is not None:
+                from .learn_layout import connect_learning, learn_tab
+
+                with gr.Tab("Learn", id="learn"):
+                    lui = learn_tab(learning)
         connect_loop(studio, ui)
+        if learning is not None:
+            connect_learning(learning, lui, ui)
         if not studio.models.ready:
             connect_loading(demo, studio, ui)
         connect_history(studio, ui, hist, tabs, history_tab)

@@ -77,6 +77,10 @@ class Models:
         self.default_engine = check_engine(engine)
         self._lock = threading.Lock()
         self._pipeline: ReasonerPipeline | None = None
+        self._base: ReasonerPipeline | None = None  # the base model's pipeline, kept for Compare
+        self._tuned: dict[Path, ReasonerPipeline] = {}  # base + adapter, one per adapter used
+        self.adapter: Path | None = None  # the adapter serving now (None: the base)
+        self._adapter_label: str | None = None  # the base's label + the adapter's name@hash
         self._failure: Exception | None = None
         self._loaded = threading.Event()
         if not background:
@@ -145,6 +149,35 @@ class Models:
             pipeline.use_engine(check_engine(engine or pipeline.engine))
             return pipeline
 
+    @property
+    def label(self) -> str:
+        """Who draws, as the store records it: the model, and the adapter by name and weights hash."""
+        return self._adapter_label or self.choice.label
+
+    def label_of(self, adapter: Path) -> str:
+        return f"{self.choice.label} + {adapter.name}@{adapter_digest(adapter)[:12]}"
+
+    def use_adapter(self, adapter: Path | None) -> None:
+        """Serve the base model with `adapter` from now on (None: the base alone). The tuned
+        pipeline loads once and stays; a broken adapter raises its one line and nothing changes."""
+        tuned = self.tuned(adapter)
+        label = None if adapter is None else self.label_of(adapter)
+        with self._lock:
+            if self._base is None:
+                self._base = self._loaded_pipeline()
+            self._pipeline, self.adapter, self._adapter_label = tuned, adapter, label
+
+    def tuned(self, adapter: Path | None) -> ReasonerPipeline:
+        """The pipeline of the base model with `adapter` (the base's own for None)."""
+        base = self._base or self._loaded_pipeline()
+        if adapter is None:
+            return base
+        if adapter not in self._tuned:
+            self._tuned[adapter] = ReasonerPipeline.from_pretrained(
+                self.choice.source, device=self.device, engine=base.engine, adapter=adapter
+            )
+        return self._tuned[adapter]
+
     def current(self) -> ReasonerPipeline:
         """The loaded pipeline, whatever its engine (for checks that run no model)."""
         return self._loaded_pipeline()
@@ -156,8 +189,16 @@ class Models:
             return f"**Model:** {self.choice.label} failed to load ({self._failure})"
         info = self.pipeline().info
         return (
-            f"**Model:** {self.choice.label}  \n"
+            f"**Model:** {self.label}  \n"
             f"**Size:** {info.parameters / 1e6:.1f} M parameters, {info.dtype}, draws {info.image_size} px  \n"
             f"**Device:** {info.device}  \n"
             f"**World:** {info.world} ({self.current().world.description})"
         )
+
+
+def adapter_digest(adapter: Path) -> str:
+    """sha256 of an adapter's weights file (what the store records beside its name)."""
+    import hashlib
+
+    with open(adapter / "adapter_model.safetensors", "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()

@@ -9,6 +9,8 @@ from reasoner.store import Store
 from .config import StudioConfig
 from .handlers import Studio
 from .layout import CSS, build_page
+from .learn_handlers import Learning
+from .learning import LearnJobs
 from .models import Models, choose_model
 from .server import launch, serve_files_from
 
@@ -22,7 +24,8 @@ def build_studio(config: StudioConfig, background: bool = False) -> tuple[gr.Blo
     choice = choose_model(config.model, config.data_dir)
     models = Models(choice, config.device, config.engine, background=background)
     studio = Studio(models, store, config)
-    return build_page(studio, choice.notice, models.info_markdown()), studio
+    learning = Learning(studio, LearnJobs(config.data_dir, config.model))
+    return build_page(studio, choice.notice, models.info_markdown(), learning), studio
 
 
 def serve(demo: gr.Blocks, config: StudioConfig, prevent_thread_lock: bool = False):

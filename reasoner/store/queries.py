@@ -132,5 +132,5 @@ def turn_prompt(conn: sqlite3.Connection, turn_id: int, owner: str | None = None
 
 
 def counts(conn: sqlite3.Connection) -> dict[str, int]:
-    tables = ("prompts", "turns", "plans", "reflections", "draws", "images", "candidates", "preferences")
+    tables = ("prompts", "turns", "plans", "reflections", "draws", "images", "candidates", "preferences", "comparisons")
     return {table: conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for table in tables}

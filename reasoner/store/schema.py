@@ -7,14 +7,27 @@ point at images by content hash; each image file exists once under the data dire
 draw (each candidate thought its own plan) has no plan of its own; each candidate points at its plan.
 """
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+
+COMPARISONS = """
+CREATE TABLE IF NOT EXISTS comparisons (
+    id INTEGER PRIMARY KEY,
+    base_draw_id INTEGER NOT NULL REFERENCES draws(id),    -- the same prompt, settings and seeds
+    tuned_draw_id INTEGER NOT NULL REFERENCES draws(id),   -- drawn by the tuned model (draws.model)
+    winner TEXT CHECK (winner IN ('base', 'tuned', 'same')),  -- NULL until the person says
+    who TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    decided_at TEXT
+);
+"""
 
 # What takes a store of version k to k + 1; a new store gets SCHEMA whole.
 MIGRATIONS = {
     1: "ALTER TABLE candidates ADD COLUMN plan_id INTEGER REFERENCES plans(id);",
+    2: COMPARISONS,
 }
 
-SCHEMA = """
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS prompts (
     id INTEGER PRIMARY KEY,
     text TEXT NOT NULL UNIQUE,
@@ -82,7 +95,7 @@ CREATE TABLE IF NOT EXISTS preferences (
     who TEXT NOT NULL,
     created_at TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS turns_by_who ON turns(who, id);
+{COMPARISONS}CREATE INDEX IF NOT EXISTS turns_by_who ON turns(who, id);
 CREATE INDEX IF NOT EXISTS plans_by_turn ON plans(turn_id, id);
 CREATE INDEX IF NOT EXISTS draws_by_turn ON draws(turn_id, id);
 CREATE INDEX IF NOT EXISTS reflections_by_turn ON reflections(turn_id, id);

@@ -226,6 +226,32 @@ class Store:
                 created_at=now(),
             )
 
+    def compare(self, actor: Actor, base_draw_id: int, tuned_draw_id: int, owner: str | None = None) -> int:
+        """A side-by-side of two draws of one prompt, base model against tuned; decided later."""
+        with self._action() as conn:
+            for draw_id in (base_draw_id, tuned_draw_id):
+                queries.draw_info(conn, draw_id, owner)
+            return _insert(
+                conn,
+                "comparisons",
+                base_draw_id=base_draw_id,
+                tuned_draw_id=tuned_draw_id,
+                who=actor.who,
+                created_at=now(),
+            )
+
+    def decide(self, comparison_id: int, winner: str, owner: str | None = None) -> None:
+        """The person's pick between base and tuned: 'base', 'tuned' or 'same'."""
+        if winner not in ("base", "tuned", "same"):
+            raise PreferenceError(f"winner {winner!r}: one of base, tuned, same")
+        with self._action() as conn:
+            row = conn.execute("SELECT who FROM comparisons WHERE id = ?", (comparison_id,)).fetchone()
+            if row is None or not queries.owned(row[0], owner):
+                raise PreferenceError(f"comparison {comparison_id} does not exist")
+            conn.execute(
+                "UPDATE comparisons SET winner = ?, decided_at = ? WHERE id = ?", (winner, now(), comparison_id)
+            )
+
     # -- reads ------------------------------------------------------------------------------------
 
     # `owner` (None: anyone) narrows a read to one person's turns; another's id reads as missing.
