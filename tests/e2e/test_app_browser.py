@@ -110,14 +110,17 @@ def test_a_person_thinks_edits_draws_and_picks(browser, browser_studio):
 
 
 @pytest.mark.skipif(not bundled_model_present(), reason="needs the bundled shapes model (weights/shapes/)")
-def test_the_first_example_with_the_default_settings_draws_its_plan(browser, browser_studio, tmp_path):
-    """The studio's first example, settings untouched: Think, then Draw. Every candidate shows the
-    plan drawn (the detector reads back its scene), the draw used the defaults (the model's own CFG
-    scale, not the stand-in shown while it loaded), and the plan box says whether the plan meets the
-    prompt (the bundled model puts the square on the left: issue 15.7). The README's screenshot."""
+def test_the_first_example_with_the_default_settings_draws_its_plans(browser, browser_studio, tmp_path):
+    """The studio's first example, settings untouched: Think, then Draw. The plan box says whether
+    the model's plan meets the prompt (the bundled model's greedy plan puts the square on the left:
+    issue 15.7); the draw, with varied candidates on by default, gives each candidate its own plan,
+    and every picture shows its plan (the detector reads back its scene); the draw used the defaults
+    (the model's own CFG scale, not the stand-in shown while it loaded). With one plan for all, the
+    first example drew 0 of 4 right; with varied plans 3 of 4 meet the prompt (issue 18.1).
+    The README's screenshot."""
     from PIL import Image
 
-    from reasoner.records import DrawSettings
+    from reasoner.records import VARIED_PLAN_TEMPERATURE, DrawSettings
     from reasoner.shapes.detect import detect_scene
     from reasoner.shapes.plan import parse_plan
     from reasoner.shapes.studio_checks import plan_misses_prompt
@@ -148,12 +151,18 @@ def test_the_first_example_with_the_default_settings_draws_its_plan(browser, bro
     assert (draw.settings["seed"], draw.settings["n"]) == (0, 4)
     assert (draw.settings["temperature"], draw.settings["plan_temperature"]) == (
         defaults.temperature,
-        defaults.plan_temperature,
+        VARIED_PLAN_TEMPERATURE,
     )
-    wanted = parse_plan(plan_body(plan))
+    assert draw.settings["vary_plans"] and draw.plan is None
+    right = 0
     for candidate in draw.candidates:
         with Image.open(store.image_file(candidate.path)) as picture:
-            assert detect_scene(picture.convert("RGB")) == wanted, (candidate.index, plan)
+            scene = detect_scene(picture.convert("RGB"))
+        assert scene == parse_plan(plan_body(candidate.plan)), (candidate.index, candidate.plan)
+        right += plan_misses_prompt(EXAMPLES[0], candidate.plan) is None
+    assert right >= 3 and len({c.plan for c in draw.candidates}) >= 2
+    captions = page.locator("#gallery").inner_text()
+    assert plan_body(draw.candidates[0].plan) in captions
 
     shot = tmp_path / "studio.png"
     page.mouse.move(0, 0)  # no hover colour on the Draw button
