@@ -33,9 +33,13 @@ def rows(server, sql: str, *args) -> list[tuple]:
         conn.close()
 
 
-def test_the_api_lists_the_five_steps(live_studio):
+def test_the_api_lists_the_five_steps_and_the_learn_tabs(live_studio):
     api = live_studio.client().view_api(print_info=False, return_format="dict")
-    assert set(api["named_endpoints"]) == {"/think", "/draw", "/prefer", "/reflect", "/redraw"}
+    loop = {"/think", "/draw", "/prefer", "/reflect", "/redraw"}
+    learning = {"/learn", "/learn_status", "/use_model", "/compare", "/decide"}
+    assert set(api["named_endpoints"]) == loop | learning
+    draw = [p["parameter_name"] for p in api["named_endpoints"]["/draw"]["parameters"]]
+    assert draw[-1] == "vary_plans" and api["named_endpoints"]["/draw"]["parameters"][-1]["parameter_default"] is False
     assert api["unnamed_endpoints"] == {}
 
 
