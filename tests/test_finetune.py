@@ -312,7 +312,7 @@ def test_the_prompt_order_is_a_function_of_the_step():
 
 def test_the_shipped_run_config_parses():
     config = parse_config(["--config", "finetune/configs/shapes-grpo.yaml", "--out", "runs/x"])
-    assert (config.rollout, config.train, config.group_size) == ("both", "both", 8)
+    assert (config.rollout, config.train, config.group_size, config.steps) == ("think", "both", 8, 80)
 
 
 def test_a_time_budget_stops_the_run_after_the_step_that_spends_it_and_saves(tmp_path, tiny_model_dir):
