@@ -1,4 +1,5 @@
-"""`python -m finetune grpo ...` trains; `python -m finetune merge ADAPTER --out DIR` bakes a LoRA in.
+"""`python -m finetune grpo ...` trains; `python -m finetune merge ADAPTER --out DIR` bakes a LoRA in;
+`python -m finetune reward-model --data-dir DIR --out RM_DIR` learns people's taste from the studio's verdicts.
 
 Multi-device: `accelerate launch --config_file finetune/configs/zero2.yaml -m finetune grpo ...`.
 """
@@ -9,7 +10,9 @@ import sys
 
 from reasoner.errors import ReasonerError
 
-USAGE = "usage: python -m finetune {grpo,merge} ...  (python -m finetune grpo --help for the settings)"
+USAGE = (
+    "usage: python -m finetune {grpo,merge,reward-model,learn} ...  (python -m finetune COMMAND --help: its settings)"
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +33,15 @@ def main(argv: list[str] | None = None) -> int:
             from .merge import main as merge_main
 
             return merge_main(rest)
+        if command == "reward-model":
+            from .reward_model import main as reward_model_main
+
+            return reward_model_main(rest)
+        if command == "learn":
+            from .learn import learn, parse_learn_config
+
+            learn(parse_learn_config(rest))
+            return 0
     except ReasonerError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -18,7 +18,7 @@ TRAINABLE = ("plan", "image", "both")
 ROLLOUT_MODES = ("think", "direct", "both")
 ROLLOUT_ENGINES = ("fast", "hf")  # onnx would re-export the model after every optimizer step
 PROMPT_SOURCES = ("shapes-train",)
-BUILT_IN_REWARDS = ("checker", "plan_valid")
+BUILT_IN_REWARDS = ("checker", "plan_valid", "preference")
 
 
 class ConfigError(ReasonerError):
@@ -68,9 +68,15 @@ class GRPOConfig:
     scale_rewards: bool = setting(True, "divide advantages by the group's reward std (GRPO); off: Dr. GRPO")
     rewards: list[str] = setting(
         ["checker", "plan_valid"],
-        "reward functions: checker, plan_valid, or module:function taking (prompts, plans, pictures)",
+        "reward functions: checker, plan_valid, preference (needs preference_model),"
+        " or module:function taking (prompts, plans, pictures)",
     )
     reward_weights: list[float] = setting([1.0, 0.25], "one weight per reward, in order")
+    preference_model: str = setting(
+        "",
+        "reward model directory (python -m finetune reward-model) the preference reward scores pictures with;"
+        " required when rewards include preference",
+    )
 
     # -- what is adapted, and memory --------------------------------------------------------------
     lora_rank: int = setting(16, "LoRA rank; 0: full fine-tuning of the language model")
@@ -132,6 +138,13 @@ class GRPOConfig:
                 "rewards",
                 f"{reward!r} is not built in nor module:function",
             )
+        if "preference" in self.rewards:
+            need(
+                bool(self.preference_model),
+                "preference_model",
+                "the preference reward needs a reward model directory (--preference_model RM_DIR)",
+            )
+            need(Path(self.preference_model).is_dir(), "preference_model", "does not exist")
         need(
             len(self.reward_weights) == len(self.rewards),
             "reward_weights",

@@ -8,8 +8,11 @@ PIL picture. Built in:
 - `plan_valid`: 1 when the plan parses in the shapes grammar and its objects meet the prompt by
   themselves (what the picture would need), 0.5 when it parses only, 0 otherwise; 1 for direct
   rollouts (no plan to judge, so the reward does not tell think from direct).
+- `preference`: the score of the reward model of people's verdicts (`python -m finetune
+  reward-model`, `reward_model.py`) in the directory `preference_model` names, from the picture
+  and the prompt. Its scale is a Bradley-Terry logit (a difference of 1: about 73 % preferred).
 Anything else is `module:function` (an HPS, ImageReward or CLIP scorer whose weights are on disk),
-imported once; the reward model of people's preferences plugs in the same way.
+imported once.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image
 
@@ -76,13 +80,30 @@ def plan_valid(prompts: list[str], plans: list[str], pictures: list[Image.Image]
     return scores
 
 
+def preference_reward(model_dir: str | Path) -> Reward:
+    """The `preference` reward: the reward model in `model_dir` scores each picture with its prompt."""
+    from .reward_model import load_reward_model
+
+    model = load_reward_model(model_dir)
+
+    def preference(prompts: list[str], plans: list[str], pictures: list[Image.Image]) -> list[float]:
+        return model.score(pictures, prompts)
+
+    return preference
+
+
 BUILT_IN: dict[str, Reward] = {"checker": checker, "plan_valid": plan_valid}
 
 
-def load_reward(name: str) -> Reward:
-    """A built-in reward, or the function `module:function` names."""
+def load_reward(name: str, preference_model: str | Path | None = None) -> Reward:
+    """A built-in reward, `preference` (the reward model in `preference_model`), or the function
+    `module:function` names."""
     if name in BUILT_IN:
         return BUILT_IN[name]
+    if name == "preference":
+        if not preference_model:
+            raise ConfigError("rewards: preference needs a reward model directory (preference_model)")
+        return preference_reward(preference_model)
     module_name, _, function_name = name.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -103,8 +124,8 @@ class RewardEnsemble:
     functions: list[Reward]
 
     @classmethod
-    def of(cls, names: list[str], weights: list[float]) -> RewardEnsemble:
-        return cls(list(names), list(weights), [load_reward(name) for name in names])
+    def of(cls, names: list[str], weights: list[float], preference_model: str | Path | None = None) -> RewardEnsemble:
+        return cls(list(names), list(weights), [load_reward(name, preference_model) for name in names])
 
     def __call__(
         self, prompts: list[str], plans: list[str], pictures: list[Image.Image]

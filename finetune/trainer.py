@@ -94,7 +94,7 @@ class GRPOTrainer:
         processes = self.accelerator.num_processes
         if config.prompts_per_step % processes:
             raise ConfigError(f"prompts_per_step={config.prompts_per_step}: must divide by the {processes} processes")
-        self.rewards = RewardEnsemble.of(config.rewards, config.reward_weights)
+        self.rewards = RewardEnsemble.of(config.rewards, config.reward_weights, config.preference_model or None)
         self.prompts = read_prompts(config.prompts, config.seed)
         self.step = 0
 
