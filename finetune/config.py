@@ -180,14 +180,26 @@ def parse_config(argv: list[str]) -> GRPOConfig:
         if unknown:
             raise ConfigError(f"{argv[where + 1]}: unknown setting {unknown[0]!r}")
         parser.set_defaults(**values)
+    return settings_from(parser, GRPOConfig, argv)
+
+
+def settings_from(parser, cls, argv: list[str]):
+    """`cls` (a settings dataclass) from `argv` through its HfArgumentParser; a flag that cannot
+    be read is a ConfigError (argparse has printed its own one-line message)."""
     try:
-        namespace = parser.parse_args(argv)
-    except SystemExit as stop:  # argparse prints its own one-line message first
+        namespace = parser.parse_args(list(argv))
+    except SystemExit as stop:
         if stop.code:
             raise ConfigError("the flags above could not be read") from None
         raise
-    values = {f.name: getattr(namespace, f.name) for f in fields(GRPOConfig)}
-    return GRPOConfig(**values)
+    return cls(**{f.name: getattr(namespace, f.name) for f in fields(cls)})
+
+
+def parse_settings(cls, argv: list[str], prog: str, description: str):
+    """`cls` from flags alone (the reward model's and learn's settings)."""
+    from transformers import HfArgumentParser
+
+    return settings_from(HfArgumentParser(cls, prog=prog, description=description), cls, argv)
 
 
 def read_config_file(path: Path) -> dict:

@@ -25,11 +25,11 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .config import ConfigError, GRPOConfig, setting
+from .config import ConfigError, GRPOConfig, parse_settings, setting
 
 PROVENANCE = "provenance.json"
 STATUS = "status.json"
@@ -74,16 +74,7 @@ class LearnConfig:
 
 
 def parse_learn_config(argv: list[str]) -> LearnConfig:
-    from transformers import HfArgumentParser
-
-    parser = HfArgumentParser(LearnConfig, prog="python -m finetune learn", description=__doc__.splitlines()[0])
-    try:
-        namespace = parser.parse_args(list(argv))
-    except SystemExit as stop:  # argparse prints its own one-line message first
-        if stop.code:
-            raise ConfigError("the flags above could not be read") from None
-        raise
-    return LearnConfig(**{f.name: getattr(namespace, f.name) for f in fields(LearnConfig)})
+    return parse_settings(LearnConfig, argv, "python -m finetune learn", __doc__.splitlines()[0])
 
 
 def file_digest(paths: list[Path]) -> str:

@@ -39,7 +39,7 @@ import shutil
 import sys
 import time
 import zlib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +49,7 @@ from torch import nn
 
 from reasoner.errors import one_line
 
-from .config import ConfigError, setting
+from .config import ConfigError, parse_settings, setting
 from .preferences import Pair, Preferences, RewardModelError, read_preferences, split_by_prompt
 
 FORMAT = "reasoner-reward-model"
@@ -117,18 +117,7 @@ class RewardModelConfig:
 
 
 def parse_reward_model_config(argv: list[str]) -> RewardModelConfig:
-    from transformers import HfArgumentParser
-
-    parser = HfArgumentParser(
-        RewardModelConfig, prog="python -m finetune reward-model", description=__doc__.splitlines()[0]
-    )
-    try:
-        namespace = parser.parse_args(list(argv))
-    except SystemExit as stop:  # argparse prints its own one-line message first
-        if stop.code:
-            raise ConfigError("the flags above could not be read") from None
-        raise
-    return RewardModelConfig(**{f.name: getattr(namespace, f.name) for f in fields(RewardModelConfig)})
+    return parse_settings(RewardModelConfig, argv, "python -m finetune reward-model", __doc__.splitlines()[0])
 
 
 # -- the model --------------------------------------------------------------------------------------
