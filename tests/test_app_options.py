@@ -62,5 +62,11 @@ def test_the_page_while_the_bundled_model_is_missing(tmp_path, monkeypatch):
     assert FALLBACK_NOTICE in texts
     assert any("0.6 M parameters" in text and "cpu" in text for text in texts)  # the model, its size, the device
     public = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
-    assert public == {"think", "draw", "prefer", "reflect", "redraw"}
+    assert public == {"think", "draw", "prefer", "reflect", "redraw"} | {
+        "learn",
+        "learn_status",
+        "use_model",
+        "compare",
+        "decide",
+    }
     assert studio.store.data_dir == tmp_path / "data" and (tmp_path / "data" / "cache").is_dir()
