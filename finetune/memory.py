@@ -151,6 +151,13 @@ class TensorMemory(TorchDispatchMode):
                     self.track(thing)
         self.peak = max(self.peak, self.current)
 
+    def adopt(self, tensors) -> None:
+        """Count `tensors` as alive (a trainer's weights and optimizer state): unlike `adopt_alive`,
+        nothing another part of the process keeps (an earlier test's model) is counted."""
+        for tensor in tensors:
+            self.track(tensor)
+        self.peak = max(self.peak, self.current)
+
     def reset_peak(self) -> None:
         self.peak = self.current
 
@@ -159,6 +166,16 @@ class TensorMemory(TorchDispatchMode):
         for leaf in pytree.tree_leaves(out):
             self.track(leaf)
         return out
+
+
+def trainer_tensors(trainer):
+    """What a trainer holds between steps: its model's and reference's weights, optimizer state."""
+    for module in (trainer.backend.model, trainer.reference):
+        if module is not None:
+            yield from module.parameters()
+            yield from module.buffers()
+    for state in trainer.optimizer.state.values():
+        yield from (value for value in state.values() if isinstance(value, torch.Tensor))
 
 
 def proc_status_mb(field: str) -> float | None:
@@ -399,7 +416,7 @@ def measure(
             }
         gc.collect()
         if tensors is not None:
-            tensors.adopt_alive()
+            tensors.adopt(trainer_tensors(trainer))
         if cuda:
             torch.cuda.synchronize()
         before = {"rss_mb": proc_status_mb("VmRSS")}
