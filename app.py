@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
         config = parse_config(with_adapter(sys.argv[1:] if argv is None else argv))
         # the onnx engine's exports live with the studio's data unless told otherwise (issue 15.13)
         os.environ.setdefault("REASONER_ONNX_CACHE", str(config.data_dir / "cache" / "onnx"))
+        # and the fast engine's compiled-ahead steps (built once in the background, loaded at each start)
+        os.environ.setdefault("REASONER_FAST_CACHE", str(config.data_dir / "cache" / "fast"))
         print(
             f"Starting Reasoner Studio: model {config.model} on {config.device}, data in {config.data_dir}", flush=True
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,12 @@ from reasoner.pipeline import ReasonerPipeline
 from weights.random_janus import save_random_janus
 
 transformers_logging.set_verbosity_error()
+
+# The fast engine's CPU default builds and loads its compiled-ahead steps in the background (fast_aot.py):
+# tests run its eager step on a CPU unless they ask for another (tests/test_engine_aot.py asks for those),
+# so a test's result does not depend on whether a package was ready. CUDA keeps its default (compiled).
+# Servers started by tests inherit this.
+os.environ.setdefault("REASONER_FAST_AOT", "0")
 
 E2E = Path(__file__).resolve().parent / "e2e"
 

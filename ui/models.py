@@ -96,7 +96,10 @@ class Models:
 
     def _load(self) -> ReasonerPipeline:
         quiet_transformers()
-        return ReasonerPipeline.from_pretrained(self.choice.source, device=self.device, engine=self.default_engine)
+        pipeline = ReasonerPipeline.from_pretrained(self.choice.source, device=self.device, engine=self.default_engine)
+        if pipeline.engine == "fast":  # its compiled-ahead steps load (or build, the first time) in the background
+            getattr(pipeline.backend, "start_engine", lambda: None)()
+        return pipeline
 
     def _load_in_background(self) -> None:
         started = time.monotonic()

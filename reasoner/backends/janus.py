@@ -224,6 +224,11 @@ class JanusBackend:
             self.engine, self._runner, self._reflect_runner = previous
             raise
 
+    def start_engine(self) -> None:
+        """Make the engines now rather than on first use (the fast engine then starts loading its
+        compiled-ahead steps in the background)."""
+        _ = self.runner, self.reflect_runner
+
     @property
     def runner(self):
         """The fast or onnx engine over this model (None for hf), made on first use."""

@@ -187,8 +187,9 @@ def time_call(device: str, call) -> float:
     return time.perf_counter() - started
 
 
-# Bench-only names for the fast engine's two step modes ("fast" is the device's default: compiled on
-# CUDA, eager on a CPU, where a first compile takes tens of seconds a row count).
+# Bench-only names for the fast engine's other step modes ("fast" is the device's default: compiled
+# with torch.compile on CUDA; on a CPU the steps compiled ahead of time, `engine/fast_aot.py`, which the
+# bench waits for before its warm-up). fast-compiled: torch.compile on a CPU (REASONER_FAST_COMPILE=1).
 FAST_MODES = {"fast-eager": False, "fast-compiled": True}
 
 
@@ -215,6 +216,13 @@ def bench_model(spec: str, engines: list[str], batches: list[int], device: str, 
             continue
         if runner is not None:
             runner.progress = True
+        if getattr(runner, "aot", None) is not None:  # the default CPU step: timed once its package is loaded
+            started = time.perf_counter()
+            ready = runner.aot.wait()
+            log(
+                f"bench: {label}: engine {engine}: compiled-ahead steps {'ready' if ready else 'FAILED'} after "
+                f"{time.perf_counter() - started:.1f} s ({runner.aot.timings or runner.aot.failures})"
+            )
         backends[engine] = backend
     engines = list(backends)
     any_backend = next(iter(backends.values()))
@@ -416,8 +424,9 @@ def add_bench_command(commands) -> None:
     bench.add_argument(
         "--engines",
         default=None,
-        help="comma-separated engines: hf, fast, onnx, and fast-eager / fast-compiled "
-        "for the fast engine's step either way (default: hf,fast,onnx on CUDA; hf,fast,fast-compiled,onnx on a CPU)",
+        help="comma-separated engines: hf, fast, onnx, and fast-eager / fast-compiled for the fast engine's "
+        "step eager or under torch.compile (fast on a CPU: its compiled-ahead steps, built first if missing) "
+        "(default: hf,fast,onnx on CUDA; hf,fast,fast-compiled,onnx on a CPU)",
     )
     bench.add_argument("--batches", default="1,8,16", help="comma-separated numbers of images drawn at once")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu")

@@ -36,8 +36,14 @@ with the ONNX export. What it does that transformers' `generate` does not:
    one CUDA graph is recorded per bucket. Weights are used in their loaded dtype (bf16 on GPU);
    guidance and sampling run on float32 scores. Elsewhere attention reads the cache exactly up to
    the position, unmasked but for padding. Each row's first real slot (`FastDecoder.start`) is a
-   step argument at a fixed address, like the position. On a CPU compiling is opt-in (`REASONER_FAST_COMPILE=1`; see
-   `compiled_step`): inductor freezes the weights into the step, so new weights drop the step.
+   step argument at a fixed address, like the position.
+6. On a CPU the steps are compiled ahead of time by default (`fast_aot.py`, `REASONER_FAST_COMPILE=aot`):
+   AOTInductor packages, one per kind and model shape for every row count and length, built once
+   in a child process and kept on disk, loaded in the background; until a package is loaded (and
+   for top-k > 0) the eager step runs. Why not torch.compile (`REASONER_FAST_COMPILE=1`, see
+   `compiled_step`): it compiles every row count in every process (10-60 s each) and was slower
+   per step (benchmarks/RESULTS.md, "The default engine on a CPU"). `REASONER_FAST_COMPILE=0`:
+   eager only.
 """
 
 from __future__ import annotations
@@ -73,7 +79,8 @@ def distinct_rows(rows: list[list[int]]) -> tuple[list[list[int]], list[int]]:
 
 
 class FastEngine:
-    """Image and text tokens through `FastDecoder`s, one per row count, compiled on CUDA."""
+    """Image and text tokens through `FastDecoder`s, one per row count: compiled on CUDA, compiled
+    ahead of time on a CPU (`ahead_of_time`; `compile=False` is eager only)."""
 
     name = "fast"
 
@@ -84,13 +91,22 @@ class FastEngine:
         compile: bool | None = None,
         fused_copies: bool | None = None,
         progress: bool = False,
+        ahead_of_time: bool | None = None,
     ):
         self.janus = janus
         self.special = special
         self.device = janus.lm_head.weight.device
-        if compile is None:  # REASONER_FAST_COMPILE=0/1 overrides: compiled on CUDA, eager on a CPU
-            compile = os.environ.get("REASONER_FAST_COMPILE", "1" if self.device.type == "cuda" else "0") == "1"
+        cpu = self.device.type == "cpu"
+        # REASONER_FAST_COMPILE: 1 torch.compile (the CUDA default), 0 eager, aot the packages of
+        # fast_aot.py (the CPU default, unless REASONER_FAST_AOT=0: then eager)
+        cpu_default = "0" if os.environ.get("REASONER_FAST_AOT") == "0" else "aot"
+        mode = os.environ.get("REASONER_FAST_COMPILE") or (cpu_default if cpu else "1")
+        if compile is None:
+            compile = mode == "1"
+            ahead_of_time = mode == "aot" if ahead_of_time is None else ahead_of_time
         self.compile = compile
+        fused_copies = cpu if fused_copies is None else fused_copies
+        self.ahead_of_time = bool(ahead_of_time) and not compile and cpu and fused_copies
         # Attention reads the cache exactly up to the position, unmasked, except under CUDA graphs,
         # which need a few fixed lengths (one graph each); inductor on a CPU takes the length as dynamic.
         self.exact_reads = not (compile and self.device.type == "cuda")
@@ -98,15 +114,21 @@ class FastEngine:
         self.num_image_tokens = janus.config.vision_config.num_image_tokens
         self.image_vocab = janus.config.vq_config.num_embeddings
         self.text_vocab = janus.lm_head.out_features
-        # On a CPU the engine multiplies by fused, transposed copies of the weights (see `Weights`).
-        fused_copies = self.device.type == "cpu" if fused_copies is None else fused_copies
-        self.weights = Weights(janus, fused_copies, onednn=not self.compile)  # compiled steps take plain tensors
+        # On a CPU the engine multiplies by fused, transposed copies of the weights (see `Weights`);
+        # compiled steps take plain tensors (no oneDNN layout)
+        self.weights = Weights(janus, fused_copies, onednn=not (self.compile or self.ahead_of_time))
+        self.generation = 0  # counts the weights' refreshes: a compiled-ahead step is bound to one
         self.lock = threading.Lock()  # decoders hold caches: one token loop at a time
         self.decoders: dict[tuple[str, int], FastDecoder] = {}
         self.steps: dict[tuple[str, int], tuple] = {}
         if self.compile:
             # one compiled entry per (decoder, greedy or sampled, top_k): more than dynamo's default 8
             torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        self.aot = None  # the steps compiled ahead of time, built and loaded in the background
+        if self.ahead_of_time:
+            from .fast_aot import AheadOfTimeSteps
+
+            self.aot = AheadOfTimeSteps(janus, self.weights)  # says what it does on stderr
 
     # -- decoders and their compiled steps --------------------------------------------------------
 
@@ -129,6 +151,15 @@ class FastEngine:
             del self.decoders[oldest], self.steps[oldest]
         return decoder
 
+    def ahead_of_time_step(self, kind: str, decoder: FastDecoder, padded: bool, sample: bool, top_k: int):
+        """The compiled-ahead step for this token loop, set up, or None (not ready, top-k, eager engine)."""
+        step = None if self.aot is None or top_k else self.aot.step(kind, self.generation)
+        if step is not None:
+            if not padded:
+                decoder.start.zero_()  # the package always reads the starts
+            decoder.greedy.fill_(not sample)
+        return step
+
     def decode(
         self,
         kind: str,
@@ -138,9 +169,26 @@ class FastEngine:
         padded: bool,
         sample: bool,
         top_k: int,
+        aot=None,
     ) -> torch.Tensor:
         """One compiled (or eager) decode step at slot `position`; returns the next tokens (a fresh
-        tensor). `padded`: the rows' padding is in `decoder.start`."""
+        tensor). `padded`: the rows' padding is in `decoder.start`. `aot`: the compiled-ahead step
+        (`ahead_of_time_step`) to run; its inputs must be contiguous, as `tokens` (a step's output) is."""
+        if aot is not None:
+            decoder.input_pos.fill_(position)
+            return aot(
+                tokens,
+                decoder.input_pos,
+                decoder.positions[: position + 1],
+                decoder.start,
+                decoder.noise,
+                decoder.cfg_scale,
+                decoder.temperature,
+                decoder.greedy,
+                decoder.rope_cos,
+                decoder.rope_sin,
+                *decoder.cache_tensors,
+            )
         # CUDA graphs: read up to a bucket's end (one graph a bucket), masked; else exactly what exists
         length = position + 1 if self.exact_reads else min(decoder.max_len, round_up(position + 1, BUCKET))
         kv_positions = decoder.positions[:length]
@@ -164,7 +212,10 @@ class FastEngine:
 
     def refresh_weights(self) -> None:
         """Follow the model's weights; a CPU-compiled step holds them as constants, so it is dropped."""
-        if self.weights.refresh() and self.compile and self.device.type == "cpu":
+        if not self.weights.refresh():
+            return
+        self.generation += 1  # compiled-ahead steps bind the new tensors on their next use
+        if self.compile and self.device.type == "cpu":
             self.decoders.clear()
             self.steps.clear()
 
@@ -230,17 +281,20 @@ class FastEngine:
         start = self.set_padding(decoder, starts, cache_rows) if padded else None
         noise = self.set_sampling(decoder, seeds, cfg_scale, temperature)
         sample = noise is not None
+        aot = self.ahead_of_time_step("image", decoder, padded, sample, top_k)
         # 2. Prefill the distinct contexts once; the first token comes from the last context slot
         hidden = decoder.prefill(self.janus.get_input_embeddings()(ids), cache_rows, start)  # (distinct, hidden)
         logits = self.weights.image_logits(hidden).index_select(0, cache_rows)  # (2B, vocab)
         tokens = torch.empty(batch, count, dtype=torch.long, device=self.device)
-        tokens[:, 0] = pick(guided(logits, cfg_scale), noise.draw() if sample else None, temperature, top_k)
+        previous = pick(guided(logits, cfg_scale), noise.draw() if sample else None, temperature, top_k)
+        tokens[:, 0] = previous
         image_step_done(1, count)
         # 3. Decode the rest, one position a step
         for i in range(1, count):
             if sample:
                 noise.draw()
-            tokens[:, i] = self.decode("image", decoder, tokens[:, i - 1], length + i - 1, padded, sample, top_k)
+            previous = self.decode("image", decoder, previous, length + i - 1, padded, sample, top_k, aot)
+            tokens[:, i] = previous
             image_step_done(i + 1, count)
         return tokens
 
@@ -273,9 +327,10 @@ class FastEngine:
         sample = noise is not None
         logits = self.weights.text_logits(decoder.prefill(x, None, start))  # (rows, vocab)
         first = pick(guided(logits, None), noise.draw() if sample else None, temperature, top_k)
+        aot = self.ahead_of_time_step("text", decoder, padded, sample, top_k)
 
         def step(token: torch.Tensor, written: int) -> torch.Tensor:
-            return self.decode("text", decoder, token, length + written - 1, padded, sample, top_k)
+            return self.decode("text", decoder, token, length + written - 1, padded, sample, top_k, aot)
 
         return decode_until_stopped(first, max_new_tokens, stop_ids, step, noise)
 

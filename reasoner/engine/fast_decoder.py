@@ -19,16 +19,14 @@ from .sampling import guided, pick
 
 
 class KVCache(nn.Module):
+    """One layer's keys and values (rows, kv_heads, max_len, head_dim); a step writes its slot in place
+    (`one_slot`), prefill the context's."""
+
     def __init__(self, rows: int, kv_heads: int, max_len: int, head_dim: int, dtype: torch.dtype, device: torch.device):
         super().__init__()
         shape = (rows, kv_heads, max_len, head_dim)
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-
-    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Write k, v (rows, kv_heads, T, head_dim) at positions input_pos (T,)."""
-        self.k.index_copy_(2, input_pos, k)
-        self.v.index_copy_(2, input_pos, v)
 
 
 class FastDecoder(nn.Module):
@@ -71,6 +69,8 @@ class FastDecoder(nn.Module):
         self.noise = torch.ones(candidates, vocab, device=device)
         self.cfg_scale = torch.ones((), device=device)
         self.temperature = torch.ones((), device=device)
+        self.greedy = torch.zeros((), dtype=torch.bool, device=device)  # for the compiled-ahead step
+        self.cache_tensors = [c.k for c in self.caches] + [c.v for c in self.caches]  # its inputs, in order
         self.exact_reads = exact_reads  # decode steps read the cache exactly up to their position (no mask)
 
     @property
@@ -112,30 +112,22 @@ class FastDecoder(nn.Module):
     def forward_one(
         self, x: torch.Tensor, input_pos: torch.Tensor, kv_positions: torch.Tensor, start: torch.Tensor | None
     ) -> torch.Tensor:
-        """One slot for every row: x (rows, 1, hidden) at input_pos (1,) -> hidden (rows, hidden).
-
-        Attention reads cache positions `kv_positions` (0..L-1, L >= input_pos + 1), masked to <= input_pos
-        unless `exact_reads` (then L = input_pos + 1), and to >= `start` (rows,) for padded rows.
-        """
-        # the mask is made once a step for every layer; none without padding when reads are exact
-        mask = step_mask(start, kv_positions, input_pos, self.exact_reads, x.dtype)
-        if start is None:
-            cos, sin = self.rope_cos[input_pos], self.rope_sin[input_pos]  # (1, hd): one position for all
-        else:
-            positions = input_pos - start  # (rows,): the slot less the row's padding
-            cos, sin = self.rope_cos[positions][:, None, None], self.rope_sin[positions][:, None, None]
-        gqa = self.shape.kv_heads != self.shape.heads
-
-        def attend(i: int, layer, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            cache = self.caches[i]
-            cache.update(input_pos, k, v)
-            length = kv_positions.shape[0]
-            keys, values = cache.k[:, :, :length], cache.v[:, :, :length]  # (rows, kv_heads, L, hd)
-            return F.scaled_dot_product_attention(
-                q, keys, values, attn_mask=mask, scale=layer.self_attn.scaling, enable_gqa=gqa
-            )
-
-        return run_layers(self.weights, self.language_model, self.shape, x, cos, sin, attend)
+        """One slot for every row: x (rows, 1, hidden) at input_pos (1,) -> hidden (rows, hidden); see `one_slot`."""
+        keys, values = [cache.k for cache in self.caches], [cache.v for cache in self.caches]
+        return one_slot(
+            self.weights,
+            self.language_model,
+            self.shape,
+            x,
+            input_pos,
+            kv_positions,
+            start,
+            keys,
+            values,
+            self.rope_cos,
+            self.rope_sin,
+            self.exact_reads,
+        )
 
     # The decode steps take what changes between steps (position, padding, noise, sampling
     # settings) as arguments, not through `self`: a step compiled on a CPU with inductor's freezing
@@ -155,8 +147,7 @@ class FastDecoder(nn.Module):
         top_k: int,
     ) -> torch.Tensor:
         """The next image token of each candidate (B,), given the previous ones (B,). Rows are 2B."""
-        x = self.weights.embed_image(torch.cat([tokens, tokens])[:, None])  # (2B, 1, hidden)
-        logits = self.weights.image_logits(self.forward_one(x, input_pos, kv_positions, start))  # (2B, vocab)
+        logits = image_step_logits(self.weights, self.forward_one, tokens, input_pos, kv_positions, start)
         return pick(guided(logits, cfg_scale), noise if sample else None, temperature, top_k)
 
     def decode_text_token(
@@ -171,6 +162,66 @@ class FastDecoder(nn.Module):
         sample: bool,
         top_k: int,
     ) -> torch.Tensor:
-        x = self.janus.get_input_embeddings()(tokens[:, None])  # (rows, 1, hidden)
-        logits = self.weights.text_logits(self.forward_one(x, input_pos, kv_positions, start))  # (rows, vocab)
+        embed = self.janus.get_input_embeddings()
+        logits = text_step_logits(self.weights, embed, self.forward_one, tokens, input_pos, kv_positions, start)
         return pick(guided(logits, None), noise if sample else None, temperature, top_k)
+
+
+# -- one decode step, shared by `FastDecoder` and the steps compiled ahead of time (`fast_aot.py`) --
+
+
+def one_slot(
+    weights: Weights,
+    language_model: nn.Module,
+    shape: DecoderShape,
+    x: torch.Tensor,
+    input_pos: torch.Tensor,
+    kv_positions: torch.Tensor,
+    start: torch.Tensor | None,
+    keys: list[torch.Tensor],
+    values: list[torch.Tensor],
+    rope_cos: torch.Tensor,
+    rope_sin: torch.Tensor,
+    exact_reads: bool,
+) -> torch.Tensor:
+    """One slot for every row: x (rows, 1, hidden) at input_pos (1,) -> hidden (rows, hidden).
+
+    `keys[i]`, `values[i]`: layer i's cache (rows, kv_heads, max_len, hd), written at input_pos.
+    Attention reads cache positions `kv_positions` (0..L-1, L >= input_pos + 1), masked to <= input_pos
+    unless `exact_reads` (then L = input_pos + 1), and to >= `start` (rows,) for padded rows.
+    """
+    # the mask is made once a step for every layer; none without padding when reads are exact
+    mask = step_mask(start, kv_positions, input_pos, exact_reads, x.dtype)
+    if start is None:
+        cos, sin = rope_cos[input_pos], rope_sin[input_pos]  # (1, hd): one position for all
+    else:
+        positions = input_pos - start  # (rows,): the slot less the row's padding
+        cos, sin = rope_cos[positions][:, None, None], rope_sin[positions][:, None, None]
+    gqa = shape.kv_heads != shape.heads
+    length = kv_positions.shape[0]
+
+    def attend(i: int, layer, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        keys[i].index_copy_(2, input_pos, k)
+        values[i].index_copy_(2, input_pos, v)
+        return F.scaled_dot_product_attention(
+            q,
+            keys[i][:, :, :length],  # (rows, kv_heads, L, hd)
+            values[i][:, :, :length],
+            attn_mask=mask,
+            scale=layer.self_attn.scaling,
+            enable_gqa=gqa,
+        )
+
+    return run_layers(weights, language_model, shape, x, cos, sin, attend)
+
+
+def image_step_logits(weights: Weights, forward_one, tokens, input_pos, kv_positions, start) -> torch.Tensor:
+    """(2B, image vocab) logits of the slot after image tokens (B,): [conditional rows; unconditional rows]."""
+    x = weights.embed_image(torch.cat([tokens, tokens])[:, None])  # (2B, 1, hidden)
+    return weights.image_logits(forward_one(x, input_pos, kv_positions, start))
+
+
+def text_step_logits(weights: Weights, embed, forward_one, tokens, input_pos, kv_positions, start) -> torch.Tensor:
+    """(rows, text vocab) logits of the slot after text tokens (rows,)."""
+    x = embed(tokens[:, None])  # (rows, 1, hidden)
+    return weights.text_logits(forward_one(x, input_pos, kv_positions, start))

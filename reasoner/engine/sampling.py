@@ -30,7 +30,8 @@ def guided(logits: torch.Tensor, cfg_scale: torch.Tensor | float | None) -> torc
     scores = logits.float()
     if cfg_scale is None:
         return scores
-    conditional, unconditional = scores.chunk(2)
+    half = scores.shape[0] // 2  # halves by slicing, not chunk(2): an exported step keeps its rows dynamic
+    conditional, unconditional = scores[:half], scores[half:]
     return unconditional + cfg_scale * (conditional - unconditional)
 
 
