@@ -21,6 +21,17 @@ PROMPT_SOURCES = ("shapes-train",)
 BUILT_IN_REWARDS = ("checker", "plan_valid", "preference")
 
 
+def requirement(settings):
+    """`need(condition, name, why)` for validating `settings`: a ConfigError naming the field and
+    its value when `condition` fails (every settings dataclass of finetune/ validates this way)."""
+
+    def need(condition: bool, name: str, why: str) -> None:
+        if not condition:
+            raise ConfigError(f"{name}={getattr(settings, name)!r}: {why}")
+
+    return need
+
+
 class ConfigError(ReasonerError):
     """A GRPO setting is out of range or names something that does not exist."""
 
@@ -100,9 +111,7 @@ class GRPOConfig:
         self.validate()
 
     def validate(self) -> None:
-        def need(condition: bool, name: str, why: str) -> None:
-            if not condition:
-                raise ConfigError(f"{name}={getattr(self, name)!r}: {why}")
+        need = requirement(self)
 
         need(bool(self.out), "out", "a run directory is required (--out runs/NAME)")
         need(self.max_minutes >= 0, "max_minutes", "must be 0 (no limit) or positive")

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .config import ConfigError, GRPOConfig, parse_settings, setting
+from .config import GRPOConfig, parse_settings, requirement, setting
 
 PROVENANCE = "provenance.json"
 STATUS = "status.json"
@@ -58,9 +58,7 @@ class LearnConfig:
     progress: bool = setting(True, "progress bars on stderr")
 
     def __post_init__(self):
-        def need(condition: bool, name: str, why: str) -> None:
-            if not condition:
-                raise ConfigError(f"{name}={getattr(self, name)!r}: {why}")
+        need = requirement(self)
 
         need(bool(self.data_dir), "data_dir", "the studio's data directory is required (--data-dir DIR)")
         need(Path(self.data_dir).expanduser().is_dir(), "data_dir", "no such directory")

@@ -64,7 +64,7 @@ from torch import nn
 
 from reasoner.errors import one_line
 
-from .config import ConfigError, parse_settings, setting
+from .config import parse_settings, requirement, setting
 from .preferences import Pair, Preferences, RewardModelError, read_preferences, split_by_prompt
 
 FORMAT = "reasoner-reward-model"
@@ -104,9 +104,7 @@ class RewardModelConfig:
         self.validate()
 
     def validate(self) -> None:
-        def need(condition: bool, name: str, why: str) -> None:
-            if not condition:
-                raise ConfigError(f"{name}={getattr(self, name)!r}: {why}")
+        need = requirement(self)
 
         need(bool(self.data_dir), "data_dir", "the studio's data directory is required (--data-dir DIR)")
         need(bool(self.out), "out", "a reward model directory is required (--out RM_DIR)")
