@@ -16,10 +16,10 @@ from pathlib import Path
 import gradio as gr
 
 from reasoner.records import DrawSettings
-from reasoner.store import Actor, DrawRequest, NewCandidate, png_bytes
+from reasoner.store import Actor, DrawRequest
 
 from . import arguments, forms
-from .handlers import Studio, required_id, shown_errors
+from .handlers import Studio, gallery_of, required_id, shown_errors
 from .learning import LearnError, LearnJobs, complete_adapters
 
 BASE = "base"  # the model choice that serves the base model alone
@@ -83,15 +83,13 @@ class Learning:
             owner = self.studio.history_owner(request)
             draws, galleries = [], []
             for pipeline, label in ((base, models.choice.label), (tuned, models.label_of(adapter_dir))):
-                drawn = pipeline.draw(prompt, None, settings)
-                kept = []
-                for candidate in drawn:
-                    recipe = forms.recipe(prompt, candidate.plan.text, settings, candidate.seed, label, pipeline.engine)
-                    png = png_bytes(candidate.image, recipe)
-                    kept.append((NewCandidate(candidate.seed, png, candidate.plan.text), store.keep_image(png)))
+                made_by = (label, pipeline.engine)
+                recipe = lambda seed, made_by=made_by: forms.recipe(prompt, None, settings, seed, *made_by)  # noqa: E731
+                drawing = lambda pipeline=pipeline: pipeline.draw(prompt, None, settings)  # noqa: E731
+                kept = self.studio.draw_batch(settings, drawing, recipe, no_bar)
                 request_ = DrawRequest(prompt, None, asdict(settings), [c for c, _ in kept])
                 draws.append(store.draw(Actor(who.who, label, pipeline.engine), request_, owner))
-                galleries.append([(str(path), forms.caption(k, c.seed, c.plan)) for k, (c, path) in enumerate(kept)])
+                galleries.append(gallery_of(kept))
             comparison = store.compare(who, draws[0].draw_id, draws[1].draw_id, owner)
         status = f"Comparison #{comparison}: base (left), {adapter} (right), seeds {settings.seed}+. Which is better?"
         return galleries[0], galleries[1], comparison, status
@@ -102,3 +100,7 @@ class Learning:
             comparison = required_id(comparison_id, "comparison")
             self.studio.store.decide(comparison, arguments.text(winner, "winner"), self.studio.history_owner(request))
         return f"Saved: {winner} for comparison #{comparison}."
+
+
+def no_bar(*_args, **_kwargs) -> None:
+    """A compare shows no progress bar (its two draws are one step on the page)."""
