@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             "prompts": len(records),
             "verdicts": sum(r["verdict"] is not None for r in records),
             "seconds": round(time.monotonic() - started, 1),
+            "taste_ceiling": taste_ceiling(records),
         }
         print(f"collected {report['collect']}", flush=True)
 
@@ -117,6 +118,21 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(report["heldout"], indent=1))
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     return 0
+
+
+def taste_ceiling(records: list[dict]) -> float | None:
+    """Pair accuracy of the taste itself on the pairs its picks make (pick beats each other candidate;
+    an exact tie counts half): what a reward model's pair accuracy is to be read against."""
+    right = pairs = 0.0
+    for record in records:
+        if record["verdict"] is None:
+            continue
+        picked = record["scores"][record["verdict"] - 1]
+        for k, other in enumerate(record["scores"]):
+            if k != record["verdict"] - 1:
+                pairs += 1
+                right += 1.0 if picked > other else 0.5 if picked == other else 0.0
+    return round(right / pairs, 4) if pairs else None
 
 
 if __name__ == "__main__":

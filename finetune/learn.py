@@ -6,8 +6,9 @@
    Bradley-Terry on the pictures, held-out accuracy by prompt);
 2. write the prompts to train on: the ones people used, plus as many from the shapes world's train
    split (so the taste is learnt across prompts, not only for the ones seen);
-3. BiCoT-GRPO (`trainer.py`) with reward = preference model + checker: the checker keeps a taste
-   from costing correctness, and the two weights are options; think rollouts, so each candidate
+3. BiCoT-GRPO (`trainer.py`) with reward = preference model + 2 x checker: the preference score is
+   standardised and bounded in (0, 1), so with the checker's weight of 2 no wrong picture outscores
+   a right one and the taste only orders the right ones; both weights are options; think rollouts, so each candidate
    is its own plan and picture, as the studio's varied candidates are;
 4. the adapter, the reward model and `provenance.json` (base model and its weights' hash, the
    preferences used, the settings, the figures), written to a temporary directory and renamed to
@@ -43,7 +44,11 @@ class LearnConfig:
     minutes: float = setting(15.0, "wall-time budget of the GRPO part (the reward model takes about a minute more)")
     steps: int = setting(400, "at most this many GRPO steps (the budget usually ends the run first)")
     preference_weight: float = setting(1.0, "weight of the preference reward model's score in the reward")
-    checker_weight: float = setting(1.0, "weight of the shapes checker in the reward (so a taste keeps correctness)")
+    checker_weight: float = setting(
+        2.0,
+        "weight of the shapes checker in the reward; at 2 or more a wrong picture (partial credit <= 0.5)"
+        " never outscores a right one, as the preference reward lies in (0, 1)",
+    )
     train_split_prompts: int = setting(
         0, "prompts from the shapes train split added to the people's (0: as many as the people used)"
     )

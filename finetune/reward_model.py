@@ -68,7 +68,7 @@ from .config import parse_settings, requirement, setting
 from .preferences import Pair, Preferences, RewardModelError, read_preferences, split_by_prompt
 
 FORMAT = "reasoner-reward-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: config.json holds the score calibration (1 had none)
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -222,6 +222,9 @@ class RewardModel(nn.Module):
         self.taste = nn.Parameter(torch.randn(dim) / dim**0.5)
         self.words = nn.EmbeddingBag(max(1, self.word_buckets), dim, mode="mean")
         nn.init.zeros_(self.words.weight)
+        # mean and spread of the scores of the pictures it was trained on (set by training, saved
+        # in config.json): `preference` maps a score onto (0, 1) with them
+        self.calibration = {"mean": 0.0, "std": 1.0}
 
     @property
     def trunk_frozen(self) -> bool:
@@ -259,6 +262,17 @@ class RewardModel(nn.Module):
             scores += self(pixels.to(self.device), self.words_of(prompts[start : start + batch])).tolist()
         self.train(was_training)
         return scores
+
+    def preference(self, pictures: list[Image.Image], prompts: list[str]) -> list[float]:
+        """sigmoid((score - mean) / std) with the training pictures' mean and spread, in (0, 1).
+
+        A raw Bradley-Terry score has no fixed scale (a model that fits its pairs well scores in
+        the tens) and grows without bound off its training pictures, so summed with a checker in
+        [0, 1] it swamps it (measured: learn's checker accuracy 0.975 -> 0.704). Bounded and
+        standardised, a weight says how much the taste counts."""
+        mean, std = self.calibration["mean"], self.calibration["std"]
+        scores = torch.tensor(self.score(pictures, prompts))
+        return torch.sigmoid((scores - mean) / std).tolist()
 
 
 def architecture_of(config: RewardModelConfig) -> tuple[dict, dict | None]:
@@ -352,6 +366,20 @@ class Trainer:
                 margins.append((scores[:half] - scores[half:]).cpu())
         self.model.train()
         return torch.cat(margins) if margins else torch.zeros(0)
+
+    def calibration(self, pairs: PairTensors) -> dict:
+        """Mean and standard deviation of the scores of the pairs' pictures (each once, with its prompt)."""
+        if len(pairs) == 0:
+            return {"mean": 0.0, "std": 1.0}
+        pictures = torch.cat([pairs.chosen, pairs.rejected]).tolist()
+        prompt_of = dict(zip(pictures, torch.cat([pairs.prompt, pairs.prompt]).tolist()))
+        rows, prompts = torch.tensor(list(prompt_of)), torch.tensor(list(prompt_of.values()))
+        self.model.eval()
+        with torch.no_grad():
+            scores = torch.cat([self.scores(rows[s : s + 256], prompts[s : s + 256]) for s in range(0, len(rows), 256)])
+        self.model.train()
+        std = float(scores.std()) if len(scores) > 1 else 1.0
+        return {"mean": round(float(scores.mean()), 6), "std": round(max(std, 1e-6), 6)}
 
     def train(self, pairs: PairTensors, generator: torch.Generator) -> None:
         config = self.config
@@ -447,6 +475,7 @@ def train_reward_model(config: RewardModelConfig) -> tuple[RewardModel, dict]:
     trainer.train(train, torch.Generator().manual_seed(config.seed))
 
     train_margins, heldout_margins = trainer.pair_margins(train), trainer.pair_margins(heldout)
+    model.calibration = trainer.calibration(train)
     within = torch.tensor([not p.all_bad for p in heldout_pairs], dtype=torch.bool)
     model.eval()
     metrics = {
@@ -465,6 +494,7 @@ def train_reward_model(config: RewardModelConfig) -> tuple[RewardModel, dict]:
         "verdicts": preferences.verdicts,
         "features": config.features,
         "epochs": config.epochs,
+        "score_calibration": model.calibration,
         "seconds": round(time.perf_counter() - started, 1),
     }
     return model.cpu(), metrics
@@ -500,6 +530,7 @@ def save_reward_model(model: RewardModel, out: str | Path, training: dict | None
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "architecture": model.architecture,
+        "calibration": model.calibration,
         "training": training or {},
         "metrics": metrics or {},
     }
@@ -557,6 +588,7 @@ def load_reward_model(directory: str | Path, device: str = "cpu") -> RewardModel
     try:
         model = RewardModel(config["architecture"])
         model.load_state_dict(state)
+        model.calibration = {"mean": float(config["calibration"]["mean"]), "std": float(config["calibration"]["std"])}
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise RewardModelError(f"{weights_path} does not fit {config_path} ({one_line(error)})") from None
     return model.to(device).eval()

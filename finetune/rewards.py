@@ -10,7 +10,10 @@ PIL picture. Built in:
   rollouts (no plan to judge, so the reward does not tell think from direct).
 - `preference`: the score of the reward model of people's verdicts (`python -m finetune
   reward-model`, `reward_model.py`) in the directory `preference_model` names, from the picture
-  and the prompt. Its scale is a Bradley-Terry logit (a difference of 1: about 73 % preferred).
+  and the prompt, standardised by the scores of the pictures it was trained on and squashed into
+  (0, 1) (`RewardModel.preference`): 0.5 is a typical training picture, 0.73 one a standard
+  deviation better liked. Bounded, so a checker weight of 2 keeps any wrong picture (partial
+  credit <= 0.5) below every right one, whatever the taste.
 Anything else is `module:function` (an HPS, ImageReward or CLIP scorer whose weights are on disk),
 imported once.
 """
@@ -87,7 +90,7 @@ def preference_reward(model_dir: str | Path) -> Reward:
     model = load_reward_model(model_dir)
 
     def preference(prompts: list[str], plans: list[str], pictures: list[Image.Image]) -> list[float]:
-        return model.score(pictures, prompts)
+        return model.preference(pictures, prompts)
 
     return preference
 

@@ -18,6 +18,9 @@ from ui.models import FALLBACK_NOTICE
         (["--auth", "no-colon"], "--auth takes USER:PASSWORD"),
         (["--auth", "@/nonexistent/users.txt"], "cannot be read"),
         (["--model", "/nonexistent/model"], "does not exist"),
+        (["--learn-setting", "steps"], "--learn-setting 'steps': write SETTING=VALUE"),
+        (["--learn-setting", "out=/tmp/x"], "--learn-setting 'out' is not a finetune learn setting"),
+        (["--learn-setting", "steps=0"], "--learn-setting: steps=0: must be at least 1"),
     ],
 )
 def test_bad_options_exit_2_with_one_line(argv, message, tmp_path, capsys):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import random
 import shutil
 from types import SimpleNamespace
@@ -19,10 +20,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from finetune.__main__ import main as finetune_main
 from finetune.config import ConfigError, GRPOConfig
-from finetune.preferences import MIN_PAIRS, RewardModelError
+from finetune.preferences import MIN_PAIRS, RewardModelError, read_preferences, split_by_prompt
 from finetune.reward_model import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -372,11 +374,36 @@ def test_preference_reward_scores_trajectories_in_the_ensemble(lowest_model):
     plans = ["Plan: red circle @ top-left", "", "Plan: blue square @ top-left; blue square @ top-right"]
     ensemble = RewardEnsemble.of(["checker", "preference"], [1.0, 0.5], preference_model=str(lowest_model.dir))
     totals, components = ensemble(prompts, plans, pictures)
-    expected = load_reward_model(lowest_model.dir).score(pictures, prompts)
+    scores = load_reward_model(lowest_model.dir).score(pictures, prompts)
+    calibration = json.loads((lowest_model.dir / CONFIG_FILE).read_text())["calibration"]
+    expected = [1 / (1 + math.exp(-(s - calibration["mean"]) / calibration["std"])) for s in scores]
     assert components["preference"] == pytest.approx(expected)
     assert totals == pytest.approx([c + 0.5 * p for c, p in zip(components["checker"], expected)])
     with pytest.raises(ConfigError, match="preference needs a reward model directory"):
         RewardEnsemble.of(["preference"], [1.0])
+
+
+def test_preference_is_standardised_on_the_training_pictures_and_bounded(lowest_model, lowest_store):
+    """The raw score's scale is arbitrary (tens for a model that fits its pairs); the reward GRPO
+    sums with the checker is the score standardised by the training pictures', in (0, 1)."""
+    model = load_reward_model(lowest_model.dir)
+    calibration = json.loads((lowest_model.dir / CONFIG_FILE).read_text())["calibration"]
+    assert calibration == model.calibration and calibration["std"] > 0
+    preferences = read_preferences(lowest_store.data_dir)
+    train, _ = split_by_prompt(preferences.pairs, 0.2, 0)
+    seen = {}
+    for pair in train:
+        for image_hash in (pair.chosen, pair.rejected):
+            seen[image_hash] = pair.prompt
+    pictures = [Image.open(preferences.images[h]) for h in seen]
+    scores = np.array(model.score(pictures, list(seen.values())))
+    assert scores.mean() == pytest.approx(calibration["mean"], abs=1e-3 * calibration["std"])
+    assert scores.std(ddof=1) == pytest.approx(calibration["std"], rel=1e-3)
+    preference = np.array(model.preference(pictures, list(seen.values())))
+    assert ((preference > 0) & (preference < 1)).all()
+    assert 0.35 < preference.mean() < 0.65  # a typical training picture sits near the middle
+    order = np.argsort(scores)
+    assert (np.diff(preference[order]) >= 0).all()  # the same order as the score
 
 
 def test_grpo_config_requires_an_existing_preference_model(lowest_model, tmp_path):

@@ -27,6 +27,9 @@ class StudioConfig:
     engine: str = field(default=DEFAULT_ENGINE, metadata={"help": "decode engine loaded at start"})
     queue_size: int = field(default=DEFAULT_QUEUE_SIZE, metadata={"help": "requests that may wait for the model"})
     max_upload_mb: float = field(default=DEFAULT_MAX_UPLOAD_MB, metadata={"help": "largest upload accepted"})
+    learn_settings: tuple[tuple[str, str], ...] = field(
+        default=(), metadata={"help": "(setting, value) pairs Learn from my choices passes to finetune learn"}
+    )
 
     def __post_init__(self):
         if self.queue_size < 1:
@@ -60,6 +63,32 @@ def parse_auth(values: list[str]) -> tuple[tuple[str, str], ...]:
             if not colon or not user or not password:
                 raise InvalidSettingError("--auth takes USER:PASSWORD (or @FILE with one USER:PASSWORD a line)")
             pairs.append((user, password))
+    return tuple(pairs)
+
+
+# the studio sets these itself for each job
+STUDIO_LEARN_SETTINGS = ("data_dir", "out", "model", "minutes", "progress")
+
+
+def parse_learn_settings(values: list[str]) -> tuple[tuple[str, str], ...]:
+    """`SETTING=VALUE` items naming `python -m finetune learn` settings (`steps=100`, `beta=0.02`)."""
+    from dataclasses import fields
+
+    from finetune.learn import LearnConfig
+
+    known = {f.name for f in fields(LearnConfig)} - set(STUDIO_LEARN_SETTINGS)
+    pairs = []
+    for value in values:
+        name, equals, setting = value.partition("=")
+        name = name.strip().removeprefix("--").replace("-", "_")
+        if not equals or not setting.strip():
+            raise InvalidSettingError(f"--learn-setting {value!r}: write SETTING=VALUE, e.g. steps=100")
+        if name not in known:
+            raise InvalidSettingError(
+                f"--learn-setting {name!r} is not a finetune learn setting the studio leaves open"
+                f" ({', '.join(sorted(known))})"
+            )
+        pairs.append((name, setting.strip()))
     return tuple(pairs)
 
 
@@ -102,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--queue-size", type=int, default=DEFAULT_QUEUE_SIZE, help="requests that may wait for the model"
     )
     parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, help="largest upload accepted")
+    parser.add_argument(
+        "--learn-setting",
+        action="append",
+        default=[],
+        metavar="SETTING=VALUE",
+        help="a `python -m finetune learn` setting for Learn from my choices (repeatable), e.g. steps=100",
+    )
     return parser
 
 
@@ -118,4 +154,5 @@ def parse_config(argv: list[str] | None = None) -> StudioConfig:
         engine=args.engine,
         queue_size=args.queue_size,
         max_upload_mb=args.max_upload_mb,
+        learn_settings=parse_learn_settings(args.learn_setting),
     )

@@ -57,14 +57,41 @@ def alive(pid: int) -> bool:
 
 
 class LearnJobs:
-    def __init__(self, data_dir: Path, model: str, minutes: float | None = None):
+    def __init__(
+        self, data_dir: Path, model: str, minutes: float | None = None, settings: tuple[tuple[str, str], ...] = ()
+    ):
         self.data_dir = Path(data_dir)
         self.model = model
         self.minutes = minutes  # None: finetune learn's own default budget
+        self.settings = tuple(settings)  # more finetune learn settings, (name, value) (--learn-setting)
         self.adapters_dir = self.data_dir / "adapters"
         self.jobs_dir = self.data_dir / "learning"
         self.job_file = self.jobs_dir / "job.json"
         self._process: subprocess.Popen | None = None
+        self.check_settings()
+
+    def command(self, out: Path, minutes: float | None) -> list[str]:
+        command = [sys.executable, "-m", "finetune", "learn", "--data_dir", str(self.data_dir)]
+        command += ["--out", str(out), "--model", self.model, "--progress", "false"]
+        for name, value in self.settings:
+            command += [f"--{name}", value]
+        budget = minutes if minutes is not None else self.minutes
+        if budget is not None:
+            command += ["--minutes", str(budget)]
+        return command
+
+    def check_settings(self) -> None:
+        """Parse a job's settings now, so a bad --learn-setting stops the studio at start, not a job later."""
+        if not self.settings:
+            return
+        from finetune.config import ConfigError
+        from finetune.learn import parse_learn_config
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            parse_learn_config(self.command(self.adapters_dir / ".settings-check", None)[4:])
+        except (ConfigError, SystemExit) as error:
+            raise LearnError(f"--learn-setting: {error}") from None
 
     def job(self) -> dict | None:
         try:
@@ -90,11 +117,7 @@ class LearnJobs:
         name = "learn-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         log = self.jobs_dir / f"{name}.log"
-        command = [sys.executable, "-m", "finetune", "learn", "--data_dir", str(self.data_dir)]
-        command += ["--out", str(self.adapters_dir / name), "--model", self.model, "--progress", "false"]
-        budget = minutes if minutes is not None else self.minutes
-        if budget is not None:
-            command += ["--minutes", str(budget)]
+        command = self.command(self.adapters_dir / name, minutes)
         with open(log, "wb") as output:
             self._process = subprocess.Popen(
                 command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL

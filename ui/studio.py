@@ -24,7 +24,7 @@ def build_studio(config: StudioConfig, background: bool = False) -> tuple[gr.Blo
     choice = choose_model(config.model, config.data_dir)
     models = Models(choice, config.device, config.engine, background=background)
     studio = Studio(models, store, config)
-    learning = Learning(studio, LearnJobs(config.data_dir, config.model))
+    learning = Learning(studio, LearnJobs(config.data_dir, config.model, settings=config.learn_settings))
     return build_page(studio, choice.notice, models.info_markdown(), learning), studio
 
 
