@@ -36,11 +36,13 @@ class ReasonerPipeline:
     ) -> ReasonerPipeline:
         """The pipeline over a catalog name or model directory, with a LoRA adapter directory merged in."""
         from .backends.janus import JanusBackend
+        from .backends.think_generate import ThinkGenerateBackend
         from .models import resolve
 
-        source = resolve(model, adapter)
+        source = resolve(model, adapter)  # its kind: the directory's reasoner.json says which backend reads it
+        backend = ThinkGenerateBackend if source.kind == "think-generate" else JanusBackend
         return cls(
-            JanusBackend.from_pretrained(
+            backend.from_pretrained(
                 source.directory, device=device, dtype=dtype, name=source.name, engine=engine, adapter=source.adapter
             )
         )

@@ -7,6 +7,7 @@ and loads only once its adapter directory exists.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,11 +40,34 @@ DEFAULT_MODEL = "shapes"
 
 @dataclass(frozen=True)
 class ModelSource:
-    """What to load: a model directory, the name it is shown by, and an adapter to merge in."""
+    """What to load: a model directory, the name it is shown by, an adapter to merge in, and which
+    backend reads it (`model_kind`)."""
 
     directory: Path
     name: str
     adapter: Path | None = None
+    kind: str = "janus"
+
+
+THINK_GENERATE = "think-generate"  # reasoner/backends/think_generate.py
+
+
+def model_kind(directory: Path) -> str:
+    """Which backend reads `directory`: "think-generate" when its reasoner.json says so, or, when
+    that file is missing or unreadable, when it has a planner/ or renderer/ (so that backend's
+    loader names the fault); "janus" otherwise, whose loader reports anything else as before."""
+    try:
+        kind = json.loads((directory / "reasoner.json").read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        kind = THINK_GENERATE if (directory / "planner").is_dir() or (directory / "renderer").is_dir() else None
+    return THINK_GENERATE if kind == THINK_GENERATE else "janus"
+
+
+def model_present(directory: Path) -> bool:
+    """A bundled entry's files are there: a Janus config.json or a think-then-generate reasoner.json."""
+    return (directory / "config.json").is_file() or (
+        (directory / "reasoner.json").is_file() and model_kind(directory) == THINK_GENERATE
+    )
 
 
 def catalog_names() -> list[str]:
@@ -70,18 +94,18 @@ def resolve(name_or_dir: str, adapter: str | Path | None = None) -> ModelSource:
                 f"{name_or_dir!r} is not available: its adapter {entry.adapter} has not been trained yet "
                 f"(choose one of {', '.join(catalog_names())})"
             )
-        if not (entry.base / "config.json").is_file():
+        if not model_present(entry.base):
             raise missing_base(name_or_dir, entry.base)
-        return ModelSource(entry.base, name_or_dir, entry.adapter)
+        return ModelSource(entry.base, name_or_dir, entry.adapter, model_kind(entry.base))
     if entry is not None:
-        if not (entry / "config.json").is_file():
+        if not model_present(entry):
             raise missing_base(name_or_dir, entry)
         directory = entry
     else:
         directory = Path(name_or_dir).expanduser()
     if adapter is None:
-        return ModelSource(directory, name_or_dir)
-    return ModelSource(directory, f"{name_or_dir}+{adapter}", Path(adapter).expanduser())
+        return ModelSource(directory, name_or_dir, kind=model_kind(directory))
+    return ModelSource(directory, f"{name_or_dir}+{adapter}", Path(adapter).expanduser(), model_kind(directory))
 
 
 def add_adapted(name_or_dir: str, adapter: str | Path) -> str:
