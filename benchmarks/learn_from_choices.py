@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -35,6 +36,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heldout", type=int, default=100, help="dev-split prompts of the comparison")
     parser.add_argument("--minutes", type=float, default=None, help="the learn budget (default: the studio's)")
     parser.add_argument("--data-dir", type=Path, default=None, help="keep the studio's data here (default: a temp dir)")
+    parser.add_argument(
+        "--picks-from",
+        type=Path,
+        default=None,
+        help="copy the store and pictures of an earlier run's data dir instead of collecting picks again",
+    )
+    parser.add_argument(
+        "--learn-setting",
+        action="append",
+        default=[],
+        metavar="SETTING=VALUE",
+        help="passed to the studio (python app.py --learn-setting): a finetune learn setting to try",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -59,20 +73,31 @@ def main(argv: list[str] | None = None) -> int:
         "taste": args.taste,
     }
 
-    # 1-2. The person picks in a live studio
-    server = start(Path("shapes"), data_dir, "--engine", "fast")
+    # 1-2. The person picks in a live studio (or the picks of an earlier run are copied)
+    if args.picks_from is not None:
+        from reasoner.store import DB_NAME
+
+        data_dir.mkdir(parents=True, exist_ok=False)
+        shutil.copy2(args.picks_from / DB_NAME, data_dir / DB_NAME)
+        shutil.copytree(args.picks_from / "images", data_dir / "images")
+    settings = [flag for setting in args.learn_setting for flag in ("--learn-setting", setting)]
+    server = start(Path("shapes"), data_dir, "--engine", "fast", *settings)
     try:
         client = server.client()
-        person = ScriptedPerson(client, args.taste)
-        prompts = [p.prompt for p in make_suite("train", args.prompts, args.seed + 1)]
-        started = time.monotonic()
-        records = person.session(prompts, seed=args.seed)
-        report["collect"] = {
-            "prompts": len(records),
-            "verdicts": sum(r["verdict"] is not None for r in records),
-            "seconds": round(time.monotonic() - started, 1),
-            "taste_ceiling": taste_ceiling(records),
-        }
+        if args.picks_from is None:
+            person = ScriptedPerson(client, args.taste)
+            prompts = [p.prompt for p in make_suite("train", args.prompts, args.seed + 1)]
+            started = time.monotonic()
+            records = person.session(prompts, seed=args.seed)
+            report["collect"] = {
+                "prompts": len(records),
+                "verdicts": sum(r["verdict"] is not None for r in records),
+                "seconds": round(time.monotonic() - started, 1),
+            }
+        else:
+            report["collect"] = {"copied_from": str(args.picks_from)}
+        report["collect"]["taste_ceiling"] = taste_ceiling(data_dir, TASTES[args.taste])
+        report["learn_settings"] = args.learn_setting
         print(f"collected {report['collect']}", flush=True)
 
         # 3. Learn, through the studio
@@ -120,19 +145,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def taste_ceiling(records: list[dict]) -> float | None:
-    """Pair accuracy of the taste itself on the pairs its picks make (pick beats each other candidate;
-    an exact tie counts half): what a reward model's pair accuracy is to be read against."""
-    right = pairs = 0.0
-    for record in records:
-        if record["verdict"] is None:
-            continue
-        picked = record["scores"][record["verdict"] - 1]
-        for k, other in enumerate(record["scores"]):
-            if k != record["verdict"] - 1:
-                pairs += 1
-                right += 1.0 if picked > other else 0.5 if picked == other else 0.0
-    return round(right / pairs, 4) if pairs else None
+def taste_ceiling(data_dir: Path, taste) -> float:
+    """Pair accuracy of the taste itself on the pairs the reward model learns from (the store's
+    pairs, identical pictures dropped; an exact tie counts half): what the reward model's held-out
+    pair accuracy is to be read against. Below 1 where different pictures tie for the taste (the
+    same height, for `low`), and the person's pick among equals says nothing."""
+    from PIL import Image
+
+    from finetune.preferences import read_preferences
+
+    preferences = read_preferences(data_dir)
+    scores = {}
+    for image_hash, path in preferences.images.items():
+        with Image.open(path) as picture:
+            scores[image_hash] = taste(picture)
+    margins = [scores[p.chosen] - scores[p.rejected] for p in preferences.pairs]
+    right = [0.5 if abs(m) < 1e-9 else float(m > 0) for m in margins]  # 1e-9: float noise is a tie
+    return round(sum(right) / len(right), 4)
 
 
 if __name__ == "__main__":

@@ -190,13 +190,17 @@ class Models:
             return LOADING_INFO
         if self._failure is not None:
             return f"**Model:** {self.choice.label} failed to load ({self._failure})"
-        info = self.pipeline().info
-        return (
+        pipeline = self.pipeline()
+        info = pipeline.info
+        text = (
             f"**Model:** {self.label}  \n"
             f"**Size:** {info.parameters / 1e6:.1f} M parameters, {info.dtype}, draws {info.image_size} px  \n"
             f"**Device:** {info.device}  \n"
             f"**World:** {info.world} ({self.current().world.description})"
         )
+        if not getattr(pipeline.backend, "supports_reflection", True):  # a think-then-generate renderer
+            text += "  \n**Reflection:** this model does not look at its pictures; Reflect answers that it cannot."
+        return text
 
 
 def adapter_digest(adapter: Path) -> str:
