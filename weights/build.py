@@ -421,8 +421,13 @@ def ship(
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["shapes-diffusion"]:  # the think-then-generate model: its own recipe and options
+        from .recipe.diffusion import main as diffusion_main
+
+        return diffusion_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m weights.build", description=__doc__.split("\n")[0])
-    parser.add_argument("model", choices=["shapes"])
+    parser.add_argument("model", choices=["shapes", "shapes-diffusion"])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "shapes")
     parser.add_argument("--work", type=Path, default=Path(".build/shapes"), help="checkpoints, to resume a stopped run")
     for f in fields(ShapesRecipe):

@@ -28,7 +28,9 @@ and any diffusers scheduler (DDIM for the tiny model) plugs in. It is loaded as 
 
 Conditioning. The planner reads, teacher-forced and without generating, `context` then `text`:
 for a plan, context = `think`(prompt) + `plan_prefix` and text = the plan; drawing from the prompt
-alone (`plan=None`), context = `direct_prefix` and text = the prompt. The last hidden states of
+alone (`plan=None`), context = `direct_prefix` and text = the prompt. Whitespace that ends the
+context is read with the text (`split_context`: " red" is one BPE token, as the planner wrote
+it), and the planner writes plans after the context without it. The last hidden states of
 text's tokens and of an end-of-sentence after them are projected, then padded with zero rows to
 `condition_tokens`, a fixed length (as CLIP's 77), so a picture does not depend on the other
 plans drawn beside it. A text longer than that is refused in one line, never cut. The negative
@@ -145,6 +147,15 @@ class ThinkGenerateBackend:
     def think_context(self, prompt: str) -> str:
         return self.config.think.format(prompt=prompt) + self.config.plan_prefix
 
+    def split_context(self, context: str) -> tuple[list[int], str]:
+        """(token ids of `context` without its trailing whitespace, with the BOS; that whitespace).
+
+        A byte-level BPE tokenizer attaches a space to the word after it (" red" is one token), so a
+        context ending in a space is read as a causal LM trained on `context + text` read it: the
+        space goes with the text's first token, and when planning the planner writes it itself."""
+        stripped = context.rstrip()
+        return self.encode(stripped, bos=True), context[len(stripped) :]
+
     # -- think ------------------------------------------------------------------------------------
 
     def write_plan(self, prompt: str, seed: int, temperature: float) -> str:
@@ -153,7 +164,7 @@ class ThinkGenerateBackend:
     @torch.no_grad()
     def write_plans(self, prompt: str, seeds: list[int], temperature: float) -> list[str]:
         """Row k sampled with its own generator (`SeededSampler`): what `write_plan` gives seeds[k]."""
-        context = self.encode(self.think_context(prompt), bos=True)
+        context, _ = self.split_context(self.think_context(prompt))
         input_ids = torch.tensor([context] * len(seeds), device=self.device)
         config = GenerationConfig(
             bos_token_id=self.bos_id,
@@ -209,16 +220,22 @@ class ThinkGenerateBackend:
     @torch.no_grad()
     def condition(self, context: str, text: str, what: str, error: type[Exception]) -> torch.Tensor:
         """(1, condition_tokens, cross_attention_dim): the projected last hidden states of `text`'s
-        tokens and an end-of-sentence, read teacher-forced after `context`, then zero rows."""
+        tokens (with the context's trailing whitespace, `split_context`) and an end-of-sentence,
+        read teacher-forced after `context`, then zero rows."""
         length = self.config.condition_tokens
-        context_ids = self.encode(context, bos=True)
-        text_ids = self.encode(text) + [self.eos_id]
+        context_ids, text_ids = self.condition_ids(context, text)
         if len(text_ids) > length:
             raise error(f"the {what} is {len(text_ids) - 1} tokens long; this model reads at most {length - 1}")
         ids = torch.tensor([context_ids + text_ids], device=self.device)
         hidden = self.planner(input_ids=ids, output_hidden_states=True).hidden_states[-1]  # (1, T, hidden)
         states = self.projection(hidden[:, len(context_ids) :])  # (1, len(text_ids), cross_attention_dim)
         return torch.nn.functional.pad(states, (0, 0, 0, length - states.shape[1]))  # zero rows after
+
+    def condition_ids(self, context: str, text: str) -> tuple[list[int], list[int]]:
+        """(context ids with the BOS, text ids with the end-of-sentence): what `condition` reads, and
+        what a renderer is trained on (weights/recipe/diffusion.py)."""
+        context_ids, space = self.split_context(context)
+        return context_ids, self.encode(space + text) + [self.eos_id]
 
     def render(self, conditions: torch.Tensor, seeds: list[int], cfg_scale: float) -> list[DrawnImage]:
         """Picture k denoised from conditions[k] (B, condition_tokens, dim) and noise from seeds[k]."""

@@ -34,8 +34,12 @@ CATALOG: dict[str, Path | Adapted] = {
     "shapes": WEIGHTS_DIR / "shapes",  # the bundled default (trained on the shapes world, docs/shapes-world.md)
     # the bundled model after GRPO (python -m finetune writes the adapter); listed once it exists
     "shapes-grpo": Adapted(WEIGHTS_DIR / "shapes", WEIGHTS_DIR / "shapes-grpo"),
+    # the think-then-generate model (python -m weights.build shapes-diffusion writes it); listed once it exists
+    "shapes-diffusion": WEIGHTS_DIR / "shapes-diffusion",
 }
 DEFAULT_MODEL = "shapes"
+# Plain entries listed only once their directory is built: the command that builds each
+BUILT_LATER = {"shapes-diffusion": "python -m weights.build shapes-diffusion"}
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,13 @@ def model_present(directory: Path) -> bool:
 
 def catalog_names() -> list[str]:
     """The names one can choose now: every plain entry, and each adapted one whose adapter exists."""
-    return [name for name, entry in CATALOG.items() if not isinstance(entry, Adapted) or entry.available]
+    return [name for name, entry in CATALOG.items() if available(name, entry)]
+
+
+def available(name: str, entry: Path | Adapted) -> bool:
+    if isinstance(entry, Adapted):
+        return entry.available
+    return name not in BUILT_LATER or model_present(entry)
 
 
 def missing_base(name: str, directory: Path) -> ModelLoadError:
@@ -98,6 +108,11 @@ def resolve(name_or_dir: str, adapter: str | Path | None = None) -> ModelSource:
             raise missing_base(name_or_dir, entry.base)
         return ModelSource(entry.base, name_or_dir, entry.adapter, model_kind(entry.base))
     if entry is not None:
+        if name_or_dir in BUILT_LATER and not model_present(entry):
+            raise ModelLoadError(
+                f"{name_or_dir!r} is not available: {entry} has not been built yet ({BUILT_LATER[name_or_dir]}; "
+                f"choose one of {', '.join(catalog_names())})"
+            )
         if not model_present(entry):
             raise missing_base(name_or_dir, entry)
         directory = entry
