@@ -18,8 +18,11 @@ directory, then renamed), so a stopped run continues with --resume:
      reasoning then `Plan: ...`), a share of random plans under unrelated prompts (read as the
      pipeline gives a person's plan) so pictures follow the plan, and a share of prompts alone
      (direct mode); each scene rendered exactly (72 px). Rebuilt from the seed on resume (seconds).
-  3. vae: an AutoencoderKL 72 px -> 9 x 9 x 4 latents (4 levels, 16-32 channels, 0.26 M parameters),
-     L1 + L2 reconstruction with a tiny KL term; its scaling factor is set to 1 / the latents' spread.
+  3. vae: an AutoencoderKL 72 px -> 9 x 9 x 4 latents (4 levels, 8-32 channels, 0.25 M parameters),
+     L1 + L2 reconstruction with object pixels weighted 5x and a tiny KL term; its scaling factor is
+     set to 1 / the latents' spread. Measured in a 4-minute probe on this loaded CPU: 8 channels at
+     full resolution run more steps than 16 and reach 0.83 of unseen scenes read back exactly
+     (16: 0.13); unweighted, the first minutes learn objects as grey blurs (0 exact).
   4. latents of every training picture (the posterior means), then the planner's hidden states of
      every row's text (read once: the planner is frozen).
   5. unet: a UNet2DConditionModel (channels 64-128, cross-attention at both levels, 4.3 M
@@ -88,12 +91,13 @@ class DiffusionRecipe:
     unrelated_share: float = field(
         default=0.15, metadata={"help": "share of rows with a random plan under an unrelated prompt"}
     )
-    vae_channels: str = field(default="16,16,32,32", metadata={"help": "AutoencoderKL block channels (4: 9 x 9)"})
-    vae_groups: int = field(default=8, metadata={"help": "GroupNorm groups in the VAE"})
+    vae_channels: str = field(default="8,16,32,32", metadata={"help": "AutoencoderKL block channels (4: 9 x 9)"})
+    vae_groups: int = field(default=4, metadata={"help": "GroupNorm groups in the VAE"})
     latent_channels: int = field(default=4, metadata={"help": "latent channels"})
     vae_steps: int = field(default=3000, metadata={"help": "VAE training steps"})
-    vae_batch: int = field(default=32, metadata={"help": "pictures per VAE step"})
-    vae_lr: float = field(default=2e-3, metadata={"help": "VAE peak learning rate"})
+    vae_batch: int = field(default=16, metadata={"help": "pictures per VAE step"})
+    vae_lr: float = field(default=3e-3, metadata={"help": "VAE peak learning rate"})
+    vae_object_weight: float = field(default=4.0, metadata={"help": "extra loss weight of object pixels"})
     vae_kl_weight: float = field(default=1e-6, metadata={"help": "weight of the VAE's KL term"})
     unet_channels: str = field(default="64,128", metadata={"help": "UNet block channels"})
     unet_groups: int = field(default=16, metadata={"help": "GroupNorm groups in the UNet"})
@@ -243,9 +247,11 @@ def vae_stage(work: Work, pictures: torch.Tensor):
     sample = parts.encode_latents(vae, pictures[:2048], recipe.device)
     vae.register_to_config(scaling_factor=float(1 / sample.std()))
     rng = random.Random(recipe.seed + 1)
-    held_out = parts.pictures_of([parts.Row("", "", random_scene(rng, 1, 4)) for _ in range(256)], 1)
-    with torch.no_grad():  # on random scenes it never saw
-        record["held_loss"] = parts.vae_loss(vae, held_out.to(recipe.device), 0.0).item()
+    scenes = [random_scene(rng, 1, 4) for _ in range(256)]  # random scenes it never saw
+    with torch.no_grad():
+        held_out = parts.pictures_of([parts.Row("", "", scene) for scene in scenes], 1).to(recipe.device)
+        record["held_loss"] = parts.vae_loss(vae, held_out, 0.0).item()
+    record["reconstruction_exact"] = parts.reconstruction_exact(vae, scenes, recipe.device)
     work.record("vae", record)
     parts.replace_dir(directory, lambda tmp: vae.save_pretrained(tmp, safe_serialization=True))
     return vae.requires_grad_(False)
@@ -411,7 +417,9 @@ rendering of its scene (72 x 72).
   ({size.get("planner", "?")} MB float16).
 - VAE: AutoencoderKL, channels {recipe.vae_channels}, 72 px -> 9 x 9 x {recipe.latent_channels}
   latents; {vae.get("steps", "?")} steps of {recipe.vae_batch}, loss {fmt(vae.get("first_loss"))} ->
-  {fmt(vae.get("last_loss"))} (held-out L1 + L2 {fmt(vae.get("held_loss"))}).
+  {fmt(vae.get("last_loss"))} (held-out L1 + L2 {fmt(vae.get("held_loss"))}); the detector reads
+  {fmt(vae.get("reconstruction_exact"))} of 256 unseen random scenes back exactly after encoding and
+  decoding (the renderer's ceiling).
 - UNet2DConditionModel, channels {recipe.unet_channels}, cross-attention {recipe.cross_attention_dim},
   and the LayerNorm + Linear projection, trained together: v-prediction, cosine schedule,
   {recipe.condition_drop:.0%} empty-plan conditions, EMA {recipe.ema_decay}; {unet.get("steps", "?")} steps
