@@ -413,7 +413,7 @@ rendering of its scene (72 x 72).
 
 ## Recipe
 
-- planner: {recipe.planner_from}'s text language model + lm_head as a LlamaForCausalLM, frozen
+- planner: {shown(recipe.planner_from)}'s text language model + lm_head as a LlamaForCausalLM, frozen
   ({size.get("planner", "?")} MB float16).
 - VAE: AutoencoderKL, channels {recipe.vae_channels}, 72 px -> 9 x 9 x {recipe.latent_channels}
   latents; {vae.get("steps", "?")} steps of {recipe.vae_batch}, loss {fmt(vae.get("first_loss"))} ->
@@ -434,6 +434,14 @@ rendering of its scene (72 x 72).
 The full recipe and what each stage took: `recipe.json`.
 """
     (Path(out) / "README.md").write_text(card)
+
+
+def shown(path: str) -> str:
+    """A path as the card shows it: relative to the repository when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(WEIGHTS.parent))
+    except ValueError:
+        return path
 
 
 def fmt(value) -> str:
