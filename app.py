@@ -54,10 +54,12 @@ def with_adapter(argv: list[str]) -> list[str]:
     The adapter's files are checked here, so a bad one ends the start-up with its one line."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--adapter", default=None)
-    parser.add_argument("--model", default=os.environ.get("REASONER_MODEL", "shapes"))
+    parser.add_argument("--model", default=os.environ.get("REASONER_MODEL") or None)
     known, rest = parser.parse_known_args(argv)
     if known.adapter is None:
         return argv
+    if known.model is None:  # an adapter goes on the bundled model itself, not on shapes-grpo's adapter
+        known.model = "shapes"
     from reasoner.backends.adapters import read_adapter
     from reasoner.models.catalog import add_adapted
 

@@ -41,6 +41,9 @@ class LearnConfig:
     data_dir: str = setting("", "the studio's data directory, whose store holds the preferences (required)")
     out: str = setting("", "the adapter directory to write (required; must not exist yet)")
     model: str = setting("shapes", "catalog name or Janus model directory the adapter is for")
+    adapter: str = setting(
+        "", "a LoRA adapter the model draws with, continued by the learning (empty: a new adapter on the model)"
+    )
     minutes: float = setting(15.0, "wall-time budget of the GRPO part (the reward model takes about a minute more)")
     steps: int = setting(400, "at most this many GRPO steps (the budget usually ends the run first)")
     preference_weight: float = setting(1.0, "weight of the preference reward model's score in the reward")
@@ -145,6 +148,7 @@ def learn(config: LearnConfig) -> Path:
     # 3. GRPO on preference + checker
     grpo = GRPOConfig(
         model=config.model,
+        adapter=config.adapter,
         out=str(work / "run"),
         prompts=str(work / "prompts.txt"),
         rollout="think",
@@ -177,6 +181,7 @@ def learn(config: LearnConfig) -> Path:
     base = resolve(config.model).directory
     provenance = {
         "base_model": config.model,
+        "continued_adapter": config.adapter or None,
         "base_weights_sha256": weights_digest(base),
         "adapter_sha256": weights_digest(work),
         "preferences": {

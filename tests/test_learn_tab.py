@@ -6,6 +6,7 @@ import json
 import sys
 
 import pytest
+import torch
 
 from tests.test_adapter_loading import write_adapter
 from tests.test_ui_handlers import SETTINGS, last, make_studio
@@ -97,3 +98,43 @@ def test_one_job_at_a_time(learning, monkeypatch):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_on_a_base_plus_adapter_entry_learning_continues_its_adapter_and_draws_on_its_base(
+    tiny_model_dir, tiny_backend, tmp_path
+):
+    """The studio's default is such an entry (shapes-grpo): the learn job is told the base and the
+    adapter to continue, and the learnt adapter (which holds the continued one) goes on the base."""
+    from reasoner.models.catalog import CATALOG, add_adapted
+    from reasoner.store import Store
+    from ui.config import StudioConfig
+    from ui.handlers import Studio
+    from ui.learning import model_flags
+    from ui.models import ModelChoice, Models
+
+    first = tmp_path / "grpo"
+    write_adapter(tiny_backend.model, first, seed=1)
+    name = add_adapted(str(tiny_model_dir), first)
+    try:
+        assert model_flags(name) == ["--model", str(tiny_model_dir), "--adapter", str(first)]
+        assert model_flags(str(tiny_model_dir)) == ["--model", str(tiny_model_dir)]
+        data = tmp_path / "data"
+        config = StudioConfig(model=name, data_dir=data, engine=SETTINGS["engine"])
+        studio = Studio(Models(ModelChoice(name, "tiny+grpo"), "cpu", SETTINGS["engine"]), Store.open(data), config)
+        jobs = LearnJobs(data, name)
+        learnt = jobs.adapters_dir / "learn-continued"
+        merged = write_adapter(tiny_backend.model, learnt, seed=2)
+        (learnt / PROVENANCE).write_text(json.dumps({"figures": {"grpo_steps": 1, "minutes": 0.1}}))
+        learning = Learning(studio, jobs)
+        learning.use_model("learn-continued")
+        tuned = studio.models.pipeline(SETTINGS["engine"])
+        # base + the learnt adapter alone: the same weights as the tiny model with it merged
+        assert torch.equal(tuned.backend.model.lm_head.weight, merged.lm_head.weight)
+        projection = "model.language_model.layers.0.self_attn.q_proj.weight"
+        assert torch.allclose(tuned.backend.model.state_dict()[projection], merged.state_dict()[projection], atol=1e-6)
+        _, (_, draw_id, *_rest) = last(studio.draw(PROMPT, "", None, **SETTINGS, request=None))
+        with studio.store.read_connection() as conn:
+            model = conn.execute("SELECT model FROM draws WHERE id = ?", (draw_id,)).fetchone()[0]
+        assert model.startswith("tiny+grpo + learn-continued@")
+    finally:
+        CATALOG.pop(name, None)

@@ -104,7 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python app.py", description="Reasoner Studio: think, edit, draw, pick, reflect, redraw."
     )
     parser.add_argument(
-        "--model", default=env("REASONER_MODEL", "shapes"), help="catalog name or model directory (env REASONER_MODEL)"
+        "--model",
+        default=env("REASONER_MODEL") or None,
+        help="catalog name or model directory (env REASONER_MODEL; default: shapes-grpo, the bundled model"
+        " with its GRPO adapter, or shapes while that is missing)",
     )
     parser.add_argument(
         "--data-dir",
@@ -143,8 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_config(argv: list[str] | None = None) -> StudioConfig:
     args = build_parser().parse_args(argv)
+    from .models import default_studio_model
+
     return StudioConfig(
-        model=args.model,
+        model=args.model or default_studio_model(),
         data_dir=args.data_dir.expanduser().resolve(),
         host=args.host,
         port=args.port,

@@ -47,6 +47,18 @@ def complete_adapters(adapters_dir: Path) -> list[str]:
     return [d.name for d in sorted(done, key=lambda d: d.stat().st_mtime, reverse=True)]
 
 
+def model_flags(model: str) -> list[str]:
+    """finetune learn's flags for what the studio draws with: a base plus adapter catalog entry
+    (`shapes-grpo`, or `--adapter`'s, which only this process's catalog holds) is its base
+    directory and the adapter to continue, so the learnt adapter replaces it on the same base."""
+    from reasoner.models.catalog import CATALOG, Adapted
+
+    entry = CATALOG.get(model)
+    if isinstance(entry, Adapted):
+        return ["--model", str(entry.base), "--adapter", str(entry.adapter)]
+    return ["--model", model]
+
+
 def alive(pid: int) -> bool:
     """Whether `pid` is a running (not zombie) process."""
     try:
@@ -72,7 +84,7 @@ class LearnJobs:
 
     def command(self, out: Path, minutes: float | None) -> list[str]:
         command = [sys.executable, "-m", "finetune", "learn", "--data_dir", str(self.data_dir)]
-        command += ["--out", str(out), "--model", self.model, "--progress", "false"]
+        command += ["--out", str(out), *model_flags(self.model), "--progress", "false"]
         for name, value in self.settings:
             command += [f"--{name}", value]
         budget = minutes if minutes is not None else self.minutes

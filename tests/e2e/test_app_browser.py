@@ -19,7 +19,7 @@ import pytest
 from reasoner.store import DB_NAME
 from tests.e2e.server import start
 from tests.teach import PROMPT
-from ui.models import bundled_model_present
+from ui.models import STUDIO_MODEL, bundled_model_present, default_studio_model
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-background-networking", "--disable-gpu"]
 EDITED = "the sky is blue. Plan: blue circle @ middle-center"
@@ -47,7 +47,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def browser_studio(taught_model_dir, tmp_path_factory):
-    model = "shapes" if bundled_model_present() else taught_model_dir
+    model = default_studio_model() if bundled_model_present() else taught_model_dir  # what `python app.py` opens
     server = start(model, tmp_path_factory.mktemp("browser") / "data")
     yield server
     server.stop()
@@ -112,8 +112,9 @@ def test_a_person_thinks_edits_draws_and_picks(browser, browser_studio):
 @pytest.mark.skipif(not bundled_model_present(), reason="needs the bundled shapes model (weights/shapes/)")
 def test_the_first_example_with_the_default_settings_draws_its_plans(browser, browser_studio, tmp_path):
     """The studio's first example, settings untouched: Think, then Draw. The plan box says whether
-    the model's plan meets the prompt (the bundled model's greedy plan puts the square on the left:
-    issue 15.7); the draw, with varied candidates on by default, gives each candidate its own plan,
+    the model's plan meets the prompt (the bundled model alone puts the square on the left: issue
+    15.7; the studio's default, shapes-grpo, plans it right, and must); the draw, with varied
+    candidates on by default, gives each candidate its own plan,
     and every picture shows its plan (the detector reads back its scene); the draw used the defaults
     (the model's own CFG scale, not the stand-in shown while it loaded). With one plan for all, the
     first example drew 0 of 4 right; with varied plans 3 of 4 meet the prompt (issue 18.1).
@@ -140,6 +141,8 @@ def test_the_first_example_with_the_default_settings_draws_its_plans(browser, br
     plan = page.locator("#plan textarea").input_value()
     missed = plan_misses_prompt(EXAMPLES[0], plan)
     assert ("does not meet the prompt" in page.locator("#plan-status").inner_text()) == (missed is not None)
+    if default_studio_model() == STUDIO_MODEL:  # the studio runs it (browser_studio)
+        assert missed is None, plan  # what a new user sees first: a plan that meets the prompt
     page.locator("#draw").click()
     page.locator("#draw-status").get_by_text("Drew 4 candidates").wait_for()
 
