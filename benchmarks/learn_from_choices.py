@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SETTING=VALUE",
         help="passed to the studio (python app.py --learn-setting): a finetune learn setting to try",
     )
+    parser.add_argument("--model", default=None, help="the studio's model (default: what `python app.py` opens)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -81,7 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copy2(args.picks_from / DB_NAME, data_dir / DB_NAME)
         shutil.copytree(args.picks_from / "images", data_dir / "images")
     settings = [flag for setting in args.learn_setting for flag in ("--learn-setting", setting)]
-    server = start(Path("shapes"), data_dir, "--engine", "fast", *settings)
+    from reasoner.models.catalog import CATALOG, Adapted
+    from ui.models import default_studio_model
+
+    model = args.model or default_studio_model()
+    report["model"] = model
+    server = start(Path(model), data_dir, "--engine", "fast", *settings)
     try:
         client = server.client()
         if args.picks_from is None:
@@ -120,8 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     report["learn"]["provenance"] = json.loads((adapter / "provenance.json").read_text())["figures"]
 
     # 4. Base against tuned on held-out prompts, the same seeds
-    base = ReasonerPipeline.from_pretrained("shapes", engine="fast")
-    tuned = ReasonerPipeline.from_pretrained("shapes", engine="fast", adapter=adapter)
+    base = ReasonerPipeline.from_pretrained(model, engine="fast")
+    entry = CATALOG.get(model)  # a learnt adapter continues an adapted entry's own, on its base (ui/models.py)
+    on = str(entry.base) if isinstance(entry, Adapted) else model
+    tuned = ReasonerPipeline.from_pretrained(on, engine="fast", adapter=adapter)
     heldout = [p.prompt for p in make_suite("dev", args.heldout, args.seed)]
     pictures = {"base": [], "tuned": []}
     correct = {"base": 0, "tuned": 0}
