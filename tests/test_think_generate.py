@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from reasoner.backends.think_generate import NoReflectionError, ThinkGenerateBackend
@@ -33,6 +34,16 @@ def png_bytes(image):
 
 def pictures(candidates):
     return [png_bytes(c.image) for c in candidates]
+
+
+def assert_same_pictures(ours, theirs):
+    """Alone and in a batch, a seed's picture is the same up to float rounding: the batch size
+    changes the CPU kernels' order of summation, which moves a pixel by one level at most (seen
+    with 2 threads: one pixel of 3 x 32 x 32 x 3)."""
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        difference = np.abs(np.asarray(a.image, dtype=np.int16) - np.asarray(b.image, dtype=np.int16))
+        assert difference.max() <= 1 and difference.mean() < 0.01, (difference.max(), difference.mean())
 
 
 @pytest.fixture(scope="module")
@@ -86,10 +97,11 @@ def test_same_seed_same_picture_alone_and_in_a_batch(pipeline):
     plan = pipeline.think(PROMPT)
     batch = pictures(pipeline.draw(PROMPT, plan, DrawSettings(n=3, seed=10)))
     assert pictures(pipeline.draw(PROMPT, plan, DrawSettings(n=3, seed=10))) == batch
-    assert pictures(pipeline.draw(PROMPT, plan, DrawSettings(n=1, seed=11))) == batch[1:2]
+    three = pipeline.draw(PROMPT, plan, DrawSettings(n=3, seed=10))
+    assert_same_pictures(pipeline.draw(PROMPT, plan, DrawSettings(n=1, seed=11)), three[1:2])
     # without guidance too, and from the prompt alone
-    alone = pictures(pipeline.draw(PROMPT, None, DrawSettings(n=1, seed=12, cfg_scale=1.0)))
-    assert pictures(pipeline.draw(PROMPT, None, DrawSettings(n=2, seed=11, cfg_scale=1.0)))[1:] == alone
+    alone = pipeline.draw(PROMPT, None, DrawSettings(n=1, seed=12, cfg_scale=1.0))
+    assert_same_pictures(pipeline.draw(PROMPT, None, DrawSettings(n=2, seed=11, cfg_scale=1.0))[1:], alone)
 
 
 def test_varied_plans_each_candidate_reproduces_from_its_own_plan_and_seed(pipeline):
@@ -99,7 +111,7 @@ def test_varied_plans_each_candidate_reproduces_from_its_own_plan_and_seed(pipel
     for candidate in candidates:
         assert candidate.plan == pipeline.think(PROMPT, candidate.seed, temperature=1.0)
         again = pipeline.draw(PROMPT, candidate.plan, DrawSettings(n=1, seed=candidate.seed))
-        assert pictures(again) == pictures([candidate])
+        assert_same_pictures(again, [candidate])
 
 
 def test_a_persons_plan_is_drawn_as_written_and_conditions_the_picture(pipeline):

@@ -38,8 +38,10 @@ condition, for classifier-free guidance at `cfg_scale` (<= 1: none), is the proj
 empty plan read in an empty context (the end-of-sentence alone), which depends on no prompt.
 Each distinct text is read alone, then the pictures are denoised in one batch, each from its own
 `torch.Generator(seed)` on the CPU: a seed gives the same picture alone or in a batch, on any
-device. `temperature` and `top_k` choose image tokens in Janus and mean nothing to a diffusion
-model: they are ignored here (the pictures' variety comes from the seed's initial noise).
+device, up to float rounding (the batch size changes the kernels' order of summation: a pixel
+may move by one level; Janus's discrete tokens do not have this). `temperature` and `top_k`
+choose image tokens in Janus and mean nothing to a diffusion model: they are ignored here (the
+pictures' variety comes from the seed's initial noise).
 
 Reflection: this renderer has no model that looks at pictures, so `write_reflection` raises
 `NoReflectionError` (one line) and `supports_reflection` is False for the UI to read.
