@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copy2(args.picks_from / DB_NAME, data_dir / DB_NAME)
         shutil.copytree(args.picks_from / "images", data_dir / "images")
     settings = [flag for setting in args.learn_setting for flag in ("--learn-setting", setting)]
-    from reasoner.models.catalog import CATALOG, Adapted
+    from reasoner.models.catalog import base_and_adapter
     from ui.models import default_studio_model
 
     model = args.model or default_studio_model()
@@ -127,8 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 4. Base against tuned on held-out prompts, the same seeds
     base = ReasonerPipeline.from_pretrained(model, engine="fast")
-    entry = CATALOG.get(model)  # a learnt adapter continues an adapted entry's own, on its base (ui/models.py)
-    on = str(entry.base) if isinstance(entry, Adapted) else model
+    on, _ = base_and_adapter(model)  # a learnt adapter continues an adapted entry's own, on its base
     tuned = ReasonerPipeline.from_pretrained(on, engine="fast", adapter=adapter)
     heldout = [p.prompt for p in make_suite("dev", args.heldout, args.seed)]
     pictures = {"base": [], "tuned": []}

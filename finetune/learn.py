@@ -8,8 +8,8 @@
    split (so the taste is learnt across prompts, not only for the ones seen);
 3. BiCoT-GRPO (`trainer.py`) with reward = preference model + 2 x checker: the preference score is
    standardised and bounded in (0, 1), so with the checker's weight of 2 no wrong picture outscores
-   a right one and the taste only orders the right ones; both weights are options; think rollouts, so each candidate
-   is its own plan and picture, as the studio's varied candidates are;
+   a right one and the taste only orders the right ones; both weights are options; think rollouts,
+   so each candidate is its own plan and picture, as the studio's varied candidates are;
 4. the adapter, the reward model and `provenance.json` (base model and its weights' hash, the
    preferences used, the settings, the figures), written to a temporary directory and renamed to
    `--out` at the end: a job killed midway leaves no adapter, and whatever served before serves on.

@@ -73,6 +73,7 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 FEATURES = ("cnn", "vq")
+NO_CALIBRATION = {"mean": 0.0, "std": 1.0}  # scores as they are (a model not trained yet, or no pairs)
 GRID = 9  # the trunk's output grid: 9 x 9 cells of an image_size picture (8 px each at 72 px)
 
 
@@ -224,7 +225,7 @@ class RewardModel(nn.Module):
         nn.init.zeros_(self.words.weight)
         # mean and spread of the scores of the pictures it was trained on (set by training, saved
         # in config.json): `preference` maps a score onto (0, 1) with them
-        self.calibration = {"mean": 0.0, "std": 1.0}
+        self.calibration = dict(NO_CALIBRATION)
 
     @property
     def trunk_frozen(self) -> bool:
@@ -370,7 +371,7 @@ class Trainer:
     def calibration(self, pairs: PairTensors) -> dict:
         """Mean and standard deviation of the scores of the pairs' pictures (each once, with its prompt)."""
         if len(pairs) == 0:
-            return {"mean": 0.0, "std": 1.0}
+            return dict(NO_CALIBRATION)
         pictures = torch.cat([pairs.chosen, pairs.rejected]).tolist()
         prompt_of = dict(zip(pictures, torch.cat([pairs.prompt, pairs.prompt]).tolist()))
         rows, prompts = torch.tensor(list(prompt_of)), torch.tensor(list(prompt_of.values()))

@@ -50,13 +50,11 @@ def complete_adapters(adapters_dir: Path) -> list[str]:
 def model_flags(model: str) -> list[str]:
     """finetune learn's flags for what the studio draws with: a base plus adapter catalog entry
     (`shapes-grpo`, or `--adapter`'s, which only this process's catalog holds) is its base
-    directory and the adapter to continue, so the learnt adapter replaces it on the same base."""
-    from reasoner.models.catalog import CATALOG, Adapted
+    directory and the adapter to continue (`base_and_adapter`)."""
+    from reasoner.models.catalog import base_and_adapter
 
-    entry = CATALOG.get(model)
-    if isinstance(entry, Adapted):
-        return ["--model", str(entry.base), "--adapter", str(entry.adapter)]
-    return ["--model", model]
+    base, adapter = base_and_adapter(model)
+    return ["--model", base] + ([] if adapter is None else ["--adapter", str(adapter)])
 
 
 def alive(pid: int) -> bool:
@@ -82,15 +80,15 @@ class LearnJobs:
         self._process: subprocess.Popen | None = None
         self.check_settings()
 
-    def command(self, out: Path, minutes: float | None) -> list[str]:
-        command = [sys.executable, "-m", "finetune", "learn", "--data_dir", str(self.data_dir)]
-        command += ["--out", str(out), *model_flags(self.model), "--progress", "false"]
+    def learn_flags(self, out: Path, minutes: float | None) -> list[str]:
+        """The flags of `python -m finetune learn` for a job writing `out`."""
+        flags = ["--data_dir", str(self.data_dir), "--out", str(out), *model_flags(self.model), "--progress", "false"]
         for name, value in self.settings:
-            command += [f"--{name}", value]
+            flags += [f"--{name}", value]
         budget = minutes if minutes is not None else self.minutes
         if budget is not None:
-            command += ["--minutes", str(budget)]
-        return command
+            flags += ["--minutes", str(budget)]
+        return flags
 
     def check_settings(self) -> None:
         """Parse a job's settings now, so a bad --learn-setting stops the studio at start, not a job later."""
@@ -101,7 +99,7 @@ class LearnJobs:
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
-            parse_learn_config(self.command(self.adapters_dir / ".settings-check", None)[4:])
+            parse_learn_config(self.learn_flags(self.adapters_dir / ".settings-check", None))
         except (ConfigError, SystemExit) as error:
             raise LearnError(f"--learn-setting: {error}") from None
 
@@ -129,7 +127,7 @@ class LearnJobs:
         name = "learn-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         log = self.jobs_dir / f"{name}.log"
-        command = self.command(self.adapters_dir / name, minutes)
+        command = [sys.executable, "-m", "finetune", "learn", *self.learn_flags(self.adapters_dir / name, minutes)]
         with open(log, "wb") as output:
             self._process = subprocess.Popen(
                 command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from reasoner.engine import check_engine
 from reasoner.errors import ModelLoadError, ReasonerError
-from reasoner.models.catalog import CATALOG, DEFAULT_MODEL, Adapted, catalog_names, resolve_model
+from reasoner.models.catalog import CATALOG, DEFAULT_MODEL, base_and_adapter, catalog_names, resolve_model
 from reasoner.pipeline import ReasonerPipeline
 
 # what the studio draws with unless told: the bundled model with its GRPO adapter (sampled plans,
@@ -186,8 +186,7 @@ class Models:
             return base
         if adapter not in self._tuned:
             # a learnt adapter continues an adapted entry's own (ui/learning.py), so it goes on its base
-            entry = CATALOG.get(self.choice.source)
-            source = str(entry.base) if isinstance(entry, Adapted) else self.choice.source
+            source, _ = base_and_adapter(self.choice.source)
             self._tuned[adapter] = ReasonerPipeline.from_pretrained(
                 source, device=self.device, engine=base.engine, adapter=adapter
             )

@@ -123,6 +123,16 @@ def resolve(name_or_dir: str, adapter: str | Path | None = None) -> ModelSource:
     return ModelSource(directory, f"{name_or_dir}+{adapter}", Path(adapter).expanduser(), model_kind(directory))
 
 
+def base_and_adapter(name_or_dir: str) -> tuple[str, Path | None]:
+    """A base-plus-adapter catalog entry as (its base directory, its adapter); anything else as
+    (itself, None). Learning from such an entry continues its adapter, so what it learns replaces
+    that adapter on the same base."""
+    entry = CATALOG.get(name_or_dir)
+    if isinstance(entry, Adapted):
+        return str(entry.base), entry.adapter
+    return name_or_dir, None
+
+
 def add_adapted(name_or_dir: str, adapter: str | Path) -> str:
     """Enter `name_or_dir` plus the adapter directory `adapter` in the catalog, as `name+adapter`
     (the studio's --adapter: the UI then loads and shows it as any catalog model); returns the name."""
