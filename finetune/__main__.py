@@ -1,5 +1,7 @@
 """`python -m finetune grpo ...` trains; `python -m finetune merge ADAPTER --out DIR` bakes a LoRA in;
-`python -m finetune reward-model --data-dir DIR --out RM_DIR` learns people's taste from the studio's verdicts.
+`python -m finetune reward-model --data-dir DIR --out RM_DIR` learns people's taste from the studio's verdicts;
+`python -m finetune dual-grpo --model shapes-diffusion --out runs/NAME` trains a think-then-generate model
+(planner and renderer, `dual_grpo.py`).
 
 Multi-device: `accelerate launch --config_file finetune/configs/zero2.yaml -m finetune grpo ...`.
 """
@@ -11,7 +13,8 @@ import sys
 from reasoner.errors import ReasonerError
 
 USAGE = (
-    "usage: python -m finetune {grpo,merge,reward-model,learn} ...  (python -m finetune COMMAND --help: its settings)"
+    "usage: python -m finetune {grpo,dual-grpo,merge,reward-model,learn} ...  "
+    "(python -m finetune COMMAND --help: its settings)"
 )
 
 
@@ -28,6 +31,13 @@ def main(argv: list[str] | None = None) -> int:
 
             config = parse_config(rest)
             GRPOTrainer(config).train()
+            return 0
+        if command == "dual-grpo":
+            from .config import parse_config
+            from .dual_config import DualGRPOConfig
+            from .dual_grpo import DualGRPOTrainer
+
+            DualGRPOTrainer(parse_config(rest, DualGRPOConfig, "python -m finetune dual-grpo")).train()
             return 0
         if command == "merge":
             from .merge import main as merge_main

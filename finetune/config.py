@@ -18,7 +18,7 @@ TRAINABLE = ("plan", "image", "both")
 ROLLOUT_MODES = ("think", "direct", "both")
 ROLLOUT_ENGINES = ("fast", "hf")  # onnx would re-export the model after every optimizer step
 PROMPT_SOURCES = ("shapes-train",)
-BUILT_IN_REWARDS = ("checker", "plan_valid", "preference")
+BUILT_IN_REWARDS = ("checker", "plan_valid", "plan_followed", "preference")
 
 
 def requirement(settings):
@@ -172,11 +172,14 @@ class GRPOConfig:
 CONFIG_FILE_FLAG = "--config"
 
 
-def parse_config(argv: list[str]) -> GRPOConfig:
-    """A GRPOConfig from flags, and from `--config FILE` (JSON or YAML) under them."""
+def parse_config(argv: list[str], cls=None, prog: str = "python -m finetune grpo"):
+    """A GRPOConfig (or another settings dataclass, `cls`) from flags, and from `--config FILE`
+    (JSON or YAML) under them."""
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser(GRPOConfig, prog="python -m finetune grpo", description=__doc__.splitlines()[0])
+    cls = cls or GRPOConfig
+    description = sys.modules[cls.__module__].__doc__ or ""  # the settings module's first line
+    parser = HfArgumentParser(cls, prog=prog, description=description.strip().splitlines()[0])
     parser.add_argument(CONFIG_FILE_FLAG, default=None, help="a JSON or YAML file of settings; flags override it")
     argv = list(argv)
     if CONFIG_FILE_FLAG in argv:
@@ -184,12 +187,12 @@ def parse_config(argv: list[str]) -> GRPOConfig:
         if where + 1 >= len(argv):
             raise ConfigError(f"{CONFIG_FILE_FLAG} needs a file")
         values = read_config_file(Path(argv[where + 1]))
-        known = {f.name for f in fields(GRPOConfig)}
+        known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"{argv[where + 1]}: unknown setting {unknown[0]!r}")
         parser.set_defaults(**values)
-    return settings_from(parser, GRPOConfig, argv)
+    return settings_from(parser, cls, argv)
 
 
 def settings_from(parser, cls, argv: list[str]):

@@ -8,6 +8,9 @@ PIL picture. Built in:
 - `plan_valid`: 1 when the plan parses in the shapes grammar and its objects meet the prompt by
   themselves (what the picture would need), 0.5 when it parses only, 0 otherwise; 1 for direct
   rollouts (no plan to judge, so the reward does not tell think from direct).
+- `plan_followed`: the picture against its own plan, not the prompt (what a renderer is for: Dual-GRPO's
+  renderer half, `dual_grpo.py`): 1 when the detected scene is the plan's scene, otherwise 0.5 x the
+  share of objects the two have in common; the checker for a direct rollout (no plan).
 - `preference`: the score of the reward model of people's verdicts (`python -m finetune
   reward-model`, `reward_model.py`) in the directory `preference_model` names, from the picture
   and the prompt, standardised by the scores of the pictures it was trained on and squashed into
@@ -95,7 +98,29 @@ def preference_reward(model_dir: str | Path) -> Reward:
     return preference
 
 
-BUILT_IN: dict[str, Reward] = {"checker": checker, "plan_valid": plan_valid}
+def plan_followed(prompts: list[str], plans: list[str], pictures: list[Image.Image]) -> list[float]:
+    scores = []
+    for prompt, plan, picture in zip(prompts, plans, pictures):
+        seen = detect(picture).scene
+        if not plan:
+            scores.append(partial_credit(seen, prompt))
+            continue
+        try:
+            planned = parse_plan(plan_body(plan))
+        except PlanError:
+            scores.append(0.0)  # nothing to follow: the planner's half is what gets this wrong
+            continue
+        if seen == planned:
+            scores.append(1.0)
+        elif seen is None:
+            scores.append(0.0)
+        else:
+            common = set(seen.objects) & set(planned.objects)
+            scores.append(0.5 * len(common) / max(len(seen), len(planned), 1))
+    return scores
+
+
+BUILT_IN: dict[str, Reward] = {"checker": checker, "plan_valid": plan_valid, "plan_followed": plan_followed}
 
 
 def load_reward(name: str, preference_model: str | Path | None = None) -> Reward:

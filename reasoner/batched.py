@@ -1,10 +1,11 @@
-"""Many prompts at once through a Janus backend: for evaluation and for building training data.
+"""Many prompts at once through a backend: for evaluation and for building training data.
 
 Each prompt gets exactly what the pipeline would give it alone (same layout, same per-row seed).
 Rows go through the backend's batched token loops on its engine (`backend.engine`) in calls of
 at most `batch_size` rows (`calls`): on fast, rows of any lengths together (it pads them), taken
 in order of length so that little is padded; on hf and onnx, which run one length a call, rows
-grouped by context length.
+grouped by context length. A think-then-generate backend plans prompt by prompt and renders in
+batches (`ThinkGenerateBackend.write_plans_for_prompts`, `draw_for_prompts`); it has no reflection.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ def texts_in_groups(
 def write_plans(
     backend: JanusBackend, prompts: list[str], seeds: list[int], temperature: float, batch_size: int = 64
 ) -> list[str]:
+    if not isinstance(backend, JanusBackend):
+        return backend.write_plans_for_prompts(prompts, seeds, temperature)
     contexts = [backend.think_context_ids(p) for p in prompts]
     return texts_in_groups(
         backend,
@@ -102,6 +105,8 @@ def draw_pictures(
     temperature: float,
     batch_size: int = 64,
 ) -> list[Image.Image]:
+    if not isinstance(backend, JanusBackend):
+        return backend.draw_for_prompts(prompts, plans, seeds, cfg_scale, batch_size)
     contexts = [backend.draw_context_ids(p, plan) for p, plan in zip(prompts, plans)]
     pictures = [None] * len(prompts)
     for rows in calls(backend, contexts, batch_size):

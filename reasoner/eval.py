@@ -10,7 +10,8 @@ Modes, each on the same dev-split prompts and seeds:
   again at each redraw, up to `--reflect-rounds` looks (as the pipeline's `reflect_rounds`);
 - follow: draw from random valid plans a person might write (1-4 objects), and check the
   picture matches the plan exactly.
-One picture per prompt, on the chosen engine (`--engine`). A table goes to stdout, the figures
+One picture per prompt, on the chosen engine (`--engine`). A think-then-generate model
+(`shapes-diffusion`) runs every mode but reflect, which it does not have. A table goes to stdout, the figures
 (with the model and engine) to a JSON file.
 """
 
@@ -309,7 +310,16 @@ def run_eval(args) -> int:
 
         raise InvalidSettingError(f"--pictures {args.pictures}: at least 1 picture per prompt")
     source = resolve(args.model, args.adapter)
-    backend = JanusBackend.from_pretrained(
+    if source.kind == "think-generate" and ("reflect" in modes):
+        from .backends.think_generate import NoReflectionError
+
+        raise NoReflectionError(
+            f"{source.name} is a think-then-generate model: it does not reflect (drop reflect from --modes)"
+        )
+    reader = JanusBackend
+    if source.kind == "think-generate":
+        from .backends.think_generate import ThinkGenerateBackend as reader
+    backend = reader.from_pretrained(
         source.directory, device=args.device, name=source.name, engine=args.engine, adapter=source.adapter
     )
     cfg = args.cfg if args.cfg is not None else backend.info.default_cfg_scale
@@ -332,7 +342,9 @@ def run_eval(args) -> int:
 def add_eval_command(commands) -> None:
     parser = commands.add_parser("eval", help="accuracy per category on held-out shapes prompts")
     parser.add_argument("--suite", choices=["shapes"], default="shapes")
-    parser.add_argument("--model", default="shapes", help="catalog name or a local Hugging Face Janus directory")
+    parser.add_argument(
+        "--model", default="shapes", help="catalog name, a local Hugging Face Janus directory or a think-generate one"
+    )
     parser.add_argument(
         "--adapter", type=Path, default=None, help="a LoRA adapter directory (peft's format) merged into the model"
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from reasoner.backends.base import DrawnImage
 from reasoner.backends.think_generate import NoReflectionError, ThinkGenerateBackend
 from reasoner.cli import main
 from reasoner.engine.progress import image_steps_to
@@ -233,3 +234,38 @@ def test_generate_on_a_missing_renderer_exits_2_with_one_line(broken_copy, tmp_p
     lines = result.stderr.strip().splitlines()
     assert "Traceback" not in result.stderr
     assert lines[-1].startswith("error: ") and "has no renderer/" in lines[-1], lines
+
+
+def test_batched_plans_and_pictures_are_what_the_pipeline_gives_each_prompt(pipeline):
+    from reasoner.batched import draw_pictures, write_plans
+
+    backend = pipeline.backend
+    prompts = [PROMPT, "two blue squares", PROMPT]
+    seeds = [3, 4, 5]
+    plans = write_plans(backend, prompts, seeds, 1.0)
+    assert plans == [backend.write_plan(p, s, 1.0) for p, s in zip(prompts, seeds)]
+    batched = draw_pictures(backend, prompts, [plans[0], None, PERSON_PLAN], seeds, 3.0, 1.0, batch_size=2)
+    alone = [
+        backend.draw_images(PROMPT, plans[0], [3], 3.0, 1.0, 0)[0],
+        backend.draw_images("two blue squares", None, [4], 3.0, 1.0, 0)[0],
+        backend.draw_images(PROMPT, PERSON_PLAN, [5], 3.0, 1.0, 0)[0],
+    ]
+    assert_same_pictures([DrawnImage(p, None) for p in batched], alone)
+
+
+def test_eval_command_scores_a_think_generate_model_and_refuses_reflect(tmp_path, capsys):
+    from dataclasses import replace
+
+    from reasoner.models.random_think_generate import TINY, build_random_think_generate, save_think_generate_dir
+
+    # the shapes checker reads 72 px pictures
+    model = build_random_think_generate(0, replace(TINY, image_size=72), replace(TINY_CONFIG, image_size=72))
+    directory = save_think_generate_dir(tmp_path / "tiny72", model)
+    figures = tmp_path / "eval.json"
+    flags = ["eval", "--model", str(directory), "--prompts", "8", "--json", str(figures)]
+    assert main([*flags, "--modes", "direct,think,follow"]) == 0
+    accuracy = json.loads(figures.read_text())["modes"]
+    assert set(accuracy) == {"direct", "think", "follow"}
+    assert 0 <= accuracy["think"]["overall"] <= 1 and len(accuracy["think"]) > 2  # per category
+    assert main([*flags, "--modes", "think,reflect"]) == 2
+    assert "does not reflect" in capsys.readouterr().err

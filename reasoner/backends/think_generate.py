@@ -163,9 +163,15 @@ class ThinkGenerateBackend:
     def write_plan(self, prompt: str, seed: int, temperature: float) -> str:
         return self.write_plans(prompt, [seed], temperature)[0]
 
-    @torch.no_grad()
     def write_plans(self, prompt: str, seeds: list[int], temperature: float) -> list[str]:
         """Row k sampled with its own generator (`SeededSampler`): what `write_plan` gives seeds[k]."""
+        _, rows = self.write_plan_ids(prompt, seeds, temperature)
+        return [self.text_until_eos(row) for row in rows]
+
+    @torch.no_grad()
+    def write_plan_ids(self, prompt: str, seeds: list[int], temperature: float) -> tuple[list[int], list[list[int]]]:
+        """(the context's token ids, each row's written token ids up to its end-of-sentence or the
+        length limit, padding cut): the planner's actions, as GRPO scores them (finetune/dual_grpo.py)."""
         context, _ = self.split_context(self.think_context(prompt))
         input_ids = torch.tensor([context] * len(seeds), device=self.device)
         config = GenerationConfig(
@@ -181,7 +187,10 @@ class ThinkGenerateBackend:
             generation_config=config,
             logits_processor=LogitsProcessorList([SeededSampler(seeds, temperature, device=self.device)]),
         )
-        return [self.text_until_eos(row) for row in output[:, input_ids.shape[1] :].tolist()]
+        rows = []
+        for row in output[:, input_ids.shape[1] :].tolist():
+            rows.append(row[: row.index(self.eos_id) + 1] if self.eos_id in row else row)
+        return context, rows
 
     def text_until_eos(self, tokens: list[int]) -> str:
         if self.eos_id in tokens:
@@ -263,6 +272,28 @@ class ThinkGenerateBackend:
             callback_on_step_end=heard,
         ).images
         return [DrawnImage(image.convert("RGB"), tokens=None) for image in images]
+
+    # -- many prompts at once (reasoner/batched.py: eval and training) ---------------------------
+
+    def write_plans_for_prompts(self, prompts: list[str], seeds: list[int], temperature: float) -> list[str]:
+        """Plan k for prompts[k] with seeds[k]: what the pipeline gives each prompt alone."""
+        return [self.write_plan(prompt, seed, temperature) for prompt, seed in zip(prompts, seeds)]
+
+    def draw_for_prompts(
+        self, prompts: list[str], plans: list[str | None], seeds: list[int], cfg_scale: float, batch_size: int
+    ) -> list[Image.Image]:
+        """Picture k from plans[k] (None: prompts[k] alone) with seeds[k], in batches of `batch_size`."""
+        pictures = []
+        for start in range(0, len(prompts), batch_size):
+            rows = range(start, min(start + batch_size, len(prompts)))
+            conditions = torch.cat(
+                [
+                    self.prompt_condition(prompts[i]) if plans[i] is None else self.plan_condition(prompts[i], plans[i])
+                    for i in rows
+                ]
+            )
+            pictures += [drawn.image for drawn in self.render(conditions, [seeds[i] for i in rows], cfg_scale)]
+        return pictures
 
     # -- reflect ----------------------------------------------------------------------------------
 
