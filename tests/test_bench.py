@@ -79,3 +79,15 @@ def test_bad_bench_arguments_are_one_line_errors(tmp_path, capsys):
         == 2
     )
     assert "engine 'tensorrt' is not one of" in capsys.readouterr().err
+
+
+def test_a_think_generate_model_gets_diffusers_rows_beside_the_janus_ones(tmp_path):
+    out = tmp_path / "bench.json"
+    args = ["bench", "--models", "tiny,tiny-think-generate", "--engines", "hf", "--repeats", "1", "--batches", "1,2"]
+    assert main(args + ["--json", str(out), "--no-results-md"]) == 0
+    rows = json.loads(out.read_text())["results"]
+    think_generate = [r for r in rows if r["engine"] == "diffusers"]
+    assert [(r["model"], r["batch"]) for r in think_generate] == [("tiny-think-generate (random)", b) for b in (1, 2)]
+    assert {r["engine"] for r in rows} == {"hf", "diffusers"}
+    for row in think_generate:
+        assert set(row) >= KEYS and row["images_per_s"] > 0 and row["first_plan_token_ms"] > 0

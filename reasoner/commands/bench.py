@@ -14,7 +14,10 @@ device with other keys are kept), and RESULTS.md a section for the device. Progr
 
 Model names: `shapes` (the bundled model; its random-weight shape until weights/shapes is built),
 a preset of `reasoner.models.random_janus` (`tiny`, `janus-pro-1b`, `janus-pro-7b`: random weights, real
-config classes, nothing downloaded), or a Janus directory.
+config classes, nothing downloaded), or a Janus directory. A think-then-generate model
+(`shapes-diffusion`, `tiny-think-generate` for random weights, or its directory) gets rows with the
+engine `diffusers`: `batch` pictures from one plan through its renderer (all engine names run the
+same code for it), a step being one denoising step; beside the Janus rows, images/s compare.
 """
 
 from __future__ import annotations
@@ -197,8 +200,64 @@ def check_bench_engine(name: str) -> str:
     return name if name in FAST_MODES else check_engine(name)
 
 
+def think_generate_backend(spec: str, device: str):
+    """The think-then-generate backend `spec` names (`tiny-think-generate`: random weights, built in
+    a temporary directory), or None when `spec` is a Janus model."""
+    from ..backends.think_generate import ThinkGenerateBackend
+    from ..models import resolve
+
+    if spec == "tiny-think-generate":
+        import tempfile
+
+        from ..models.random_think_generate import save_random_think_generate
+
+        with tempfile.TemporaryDirectory(prefix="bench-tg-") as scratch:  # read whole into memory, then gone
+            directory = save_random_think_generate(Path(scratch) / "model")
+            return ThinkGenerateBackend.from_pretrained(directory, device=device, name="tiny-think-generate (random)")
+    try:
+        source = resolve(spec)
+    except Exception:  # noqa: BLE001 - not a catalog name or model directory: the Janus path says what is wrong
+        return None
+    if source.kind != "think-generate":
+        return None
+    return ThinkGenerateBackend.from_pretrained(source.directory, device=device, name=source.name)
+
+
+def bench_think_generate(backend, batches: list[int], device: str, repeats: int, cfg: float) -> list[Row]:
+    """`batch` pictures from one plan through the renderer, best of `repeats` rounds."""
+    label, steps = backend.info.name, backend.config.num_inference_steps
+    plan = backend.write_plan(PROMPT, 0, 0.0)
+    think_ids, _ = backend.split_context(backend.think_context(PROMPT))
+    first = lambda: backend.planner.generate(torch.tensor([think_ids], device=backend.device), max_new_tokens=1)  # noqa: E731
+    first()
+    first_token_ms = 1000 * min(time_call(device, first) for _ in range(repeats))
+    rows = []
+    for batch in batches:
+        seeds = list(range(batch))
+        draw = lambda s=seeds: backend.draw_images(PROMPT, plan, s, cfg, 1.0, 0)  # noqa: E731
+        draw()  # warm-up
+        with PeakMemory(device) as peak:
+            rounds = [time_call(device, draw) for _ in range(repeats)]
+        best = min(rounds)
+        log(f"bench: {label} diffusers batch {batch}: {best:.3f} s, {batch / best:.2f} images/s")
+        rows.append(
+            Row(
+                model=label, engine="diffusers", batch=batch, images_per_s=round(batch / best, 3),
+                ms_per_step=round(1000 * best / steps, 3), peak_mem_mb=peak.mb, seconds=round(best, 4),
+                first_plan_token_ms=round(first_token_ms, 2), rounds=[round(r, 4) for r in rounds],
+                parameters=backend.info.parameters, dtype=backend.info.dtype, image_tokens=0,
+            )
+        )  # fmt: skip
+    return rows
+
+
 def bench_model(spec: str, engines: list[str], batches: list[int], device: str, repeats: int, cfg: float) -> list[Row]:
     from ..backends.janus import JanusBackend
+
+    think_generate = think_generate_backend(spec, device)
+    if think_generate is not None:
+        log(f"bench: {spec} is a think-then-generate model: its renderer, engine diffusers")
+        return bench_think_generate(think_generate, batches, device, repeats, cfg)
 
     log(f"bench: building {spec} on {device}")
     label, model, tokenizer, image_processor, template, model_dir = load_model(spec, device)
