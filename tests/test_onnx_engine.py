@@ -36,7 +36,8 @@ def test_export_writes_the_graphs_once_per_model(pair, onnx_cache, monkeypatch, 
         assert any(o.domain in ("", "ai.onnx") and o.version == OPSET for o in graph.opset_import)
     step = onnx.load(str(directory / "decoder_step.onnx"), load_external_data=False)
     inputs = [i.name for i in step.graph.input]
-    assert inputs[:3] == ["inputs_embeds", "past_key_0", "past_value_0"]
+    assert inputs[:4] == ["inputs_embeds", "past_length", "cache_key_0", "cache_value_0"]
+    assert [o.name for o in step.graph.output][:3] == ["hidden", "new_key_0", "new_value_0"]
     assert json.loads((directory / "export.json").read_text())["dtype"] == "float32"
 
     # a second engine, and the export-onnx command, find the cache: nothing is exported again
@@ -44,6 +45,30 @@ def test_export_writes_the_graphs_once_per_model(pair, onnx_cache, monkeypatch, 
     assert JanusBackend.from_pretrained(tiny_model_dir, name="tiny", engine="onnx").runner.directory == directory
     assert main(["export-onnx", "--model", str(tiny_model_dir), "--out", str(onnx_cache)]) == 0
     assert capsys.readouterr().out.strip() == str(directory)
+
+
+def test_the_kv_cache_is_preallocated_and_written_in_place(pair):
+    """Each step writes its new positions into the one cache of the call, and reads only positions
+    below its past length: the decoder's hidden state does not depend on what lies beyond."""
+    _, ort = pair
+    engine = ort.runner
+    context = torch.tensor([ort.think_context_ids(PROMPT)])
+    length = context.shape[1]
+    cache = engine.empty_cache(1, length + 4)
+    pointers = [c.data_ptr() for c in cache]
+    first = engine.step(engine.embed_text(context), cache, 0)
+    assert [c.data_ptr() for c in cache] == pointers  # written in place, never reallocated
+    assert all(c[:, :, :length].abs().sum() > 0 and c[:, :, length:].abs().sum() == 0 for c in cache)
+    token = torch.tensor([[5]])
+    following = engine.step(engine.embed_text(token), cache, length)
+    for c in cache:  # garbage past the valid positions changes nothing
+        c[:, :, length + 1 :] = 1e4
+    again = engine.step(engine.embed_text(token), cache, length)
+    torch.testing.assert_close(again, following)
+    # and the step equals the whole sequence read at once
+    whole = engine.step(engine.embed_text(torch.cat([context, token], 1)), engine.empty_cache(1, length + 1), 0)
+    torch.testing.assert_close(following, whole, rtol=1e-4, atol=1e-4)
+    assert not torch.equal(first, following)
 
 
 def test_the_cache_key_follows_the_weights(pair):

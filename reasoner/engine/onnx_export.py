@@ -7,9 +7,10 @@
 
 | file                  | inputs -> outputs                                                          |
 | --------------------- | -------------------------------------------------------------------------- |
-| decoder_step.onnx     | inputs_embeds (R, T, H), past_key_i / past_value_i (R, kv, P, d) for each   |
-|                       | layer i -> hidden (R, H) at the last position, present_key_i / _value_i    |
-|                       | (R, kv, P + T, d). Positions P..P+T-1, causal. T = context (prefill) or 1. |
+| decoder_step.onnx     | inputs_embeds (R, T, H), past_length (1,) = P, cache_key_i / cache_value_i |
+|                       | (R, kv, capacity, d) for each layer i, valid below P -> hidden (R, H) at   |
+|                       | the last position, new_key_i / new_value_i (R, kv, T, d): the caller      |
+|                       | writes them into its cache at P. Positions P..P+T-1, causal.              |
 | text_embed.onnx       | input_ids (R, T) -> inputs_embeds (R, T, H)                                |
 | image_embed.onnx      | image_ids (R, 1) -> inputs_embeds (R, 1, H) (generation embedding+aligner) |
 | text_head.onnx        | hidden (R, H) -> logits (R, text vocab)                                    |
@@ -47,7 +48,7 @@ from .fast_weights import Weights
 from .llama import DecoderShape, rope_tables, run_layers
 from .lora import lora_layers, without_lora
 
-EXPORT_VERSION = 2  # 2: the decoder step is the fast engine's layers (q/k/v in one product)
+EXPORT_VERSION = 3  # 2: the decoder step is the fast engine's layers; 3: it reads a preallocated cache
 OPSET = 18
 GRAPHS = ("decoder_step", "text_embed", "image_embed", "text_head", "image_head", "vq_decoder")
 
@@ -65,10 +66,17 @@ def export_dtype(model_dtype: torch.dtype) -> torch.dtype:
 
 
 class DecoderStep(nn.Module):
-    """The Llama decoder over T new positions after P cached ones, with the cache as inputs/outputs.
+    """The Llama decoder over T new positions after `past_length` cached ones, reading a cache the
+    caller preallocated and returning only the new positions' keys and values.
 
-    The layers are `llama.run_layers`, the fast engine's, on the modules' own weights; only the
-    attention over the cache is this graph's.
+    The cache (R, kv, capacity, d) a layer is written once per position by the caller, in place
+    (onnx_runtime.py); this graph only reads it: attention scores over the whole capacity, with
+    the positions at or past `past_length` masked out, beside the scores over the T new keys
+    (causal), one softmax over both. Nothing grows or is copied per step: with the cache an input
+    that came back one position longer (concatenated) every step, each step copied the whole cache
+    of every layer. Grouped-query heads are grouped on the query side, so the cache is never
+    repeated per head. The layers are `llama.run_layers`, the fast engine's, on the modules' own
+    weights; only the attention over the cache is this graph's.
     """
 
     def __init__(self, janus: nn.Module, max_positions: int):
@@ -82,32 +90,33 @@ class DecoderStep(nn.Module):
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
-    def forward(self, inputs_embeds: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, inputs_embeds: torch.Tensor, past_length: torch.Tensor, *cache: torch.Tensor):
         x = inputs_embeds
-        length = x.shape[1]
+        rows, length = x.shape[0], x.shape[1]
         s = self.shape
-        past_length = past[0].shape[2]
+        group = s.heads // s.kv_heads  # query heads per kv head
+        capacity = cache[0].shape[2]
         positions = torch.arange(length, device=x.device) + past_length  # (T,)
-        key_positions = torch.arange(past_length + length, device=x.device)
-        mask = (key_positions[None, :] <= positions[:, None]).view(1, 1, length, past_length + length)
-        presents = []
+        cached = (torch.arange(capacity, device=x.device) < past_length).view(1, 1, 1, capacity)
+        steps = torch.arange(length, device=x.device)
+        causal = (steps[None, :] <= steps[:, None]).repeat(group, 1).view(1, 1, group * length, length)
+        new = []
 
         def attend(i: int, layer, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            k = torch.cat([past[2 * i], k], dim=2)  # (R, kv, P + T, d)
-            v = torch.cat([past[2 * i + 1], v], dim=2)
-            presents.extend([k, v])
-            if s.kv_heads != s.heads:  # GQA: each kv head serves heads / kv_heads query heads
-                k = k.repeat_interleave(s.heads // s.kv_heads, dim=1)
-                v = v.repeat_interleave(s.heads // s.kv_heads, dim=1)
+            new.extend([k, v])  # (R, kv, T, d): the caller writes them into its cache
+            # head h reads kv head h // group: (R, heads, T, d) -> (R, kv, group * T, d)
+            q = q.reshape(rows, s.kv_heads, group * length, s.head_dim)
+            old_scores = (q @ cache[2 * i].transpose(-1, -2)).masked_fill(~cached, float("-inf"))
+            new_scores = (q @ k.transpose(-1, -2)).masked_fill(~causal, float("-inf"))
             # attention written out (MatMul, Softmax): every ONNX Runtime provider runs it
-            scores = (q @ k.transpose(-1, -2)) * layer.self_attn.scaling  # (R, heads, T, P + T)
-            scores = scores.masked_fill(~mask, float("-inf")).softmax(-1)
-            return scores @ v  # (R, heads, T, d)
+            weights = (torch.cat([old_scores, new_scores], dim=-1) * layer.self_attn.scaling).softmax(-1)
+            out = weights[..., :capacity] @ cache[2 * i + 1] + weights[..., capacity:] @ v
+            return out.reshape(rows, s.heads, length, s.head_dim)
 
         hidden = run_layers(
             self.weights, self.language_model, s, x, self.rope_cos[positions], self.rope_sin[positions], attend
         )
-        return (hidden, *presents)
+        return (hidden, *new)
 
 
 class TextEmbed(nn.Module):
@@ -224,25 +233,25 @@ def export_all(janus: nn.Module, directory: Path, dtype: torch.dtype) -> None:
         janus = copy.deepcopy(janus).to("cpu", dtype)
     directory.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=directory.name + ".", dir=directory.parent))
-    rows, length, past = (
+    rows, length, capacity = (
         Dim("rows", min=1, max=4096),
         Dim("length", min=1, max=max_positions),
-        Dim("past", min=0, max=max_positions),
+        Dim("capacity", min=1, max=max_positions),
     )
     # example sizes: distinct and > 1, so the exporter keeps every size symbolic
-    r, t, p = 3, 5, 7
+    r, t, c = 3, 5, 11
     embeds = torch.randn(r, t, hidden, dtype=dtype)
-    pasts = [torch.randn(r, shape.kv_heads, p, shape.head_dim, dtype=dtype) for _ in range(2 * shape.layers)]
-    names = [f"past_{kind}_{i}" for i in range(shape.layers) for kind in ("key", "value")]
-    outputs = ["hidden"] + [f"present_{kind}_{i}" for i in range(shape.layers) for kind in ("key", "value")]
+    caches = [torch.randn(r, shape.kv_heads, c, shape.head_dim, dtype=dtype) for _ in range(2 * shape.layers)]
+    names = [f"cache_{kind}_{i}" for i in range(shape.layers) for kind in ("key", "value")]
+    outputs = ["hidden"] + [f"new_{kind}_{i}" for i in range(shape.layers) for kind in ("key", "value")]
     graphs = [
         (
             "decoder_step",
             DecoderStep(janus, max_positions),
-            (embeds, *pasts),
-            ["inputs_embeds", *names],
+            (embeds, torch.tensor([4]), *caches),
+            ["inputs_embeds", "past_length", *names],
             outputs,
-            ({0: rows, 1: length}, tuple({0: rows, 2: past} for _ in pasts)),
+            ({0: rows, 1: length}, None, tuple({0: rows, 2: capacity} for _ in caches)),
         ),
         (
             "text_embed",

@@ -3,9 +3,12 @@
     engine = OnnxEngine(model, SpecialTokens(...), model_dir=DIR)   # exports on first use, then cached
     tokens = engine.image_tokens([context_ids] * len(seeds), seeds, cfg_scale=5.0, temperature=1.0, top_k=0)
 
-Each step runs three graphs: the embedding of the previous token, the decoder step (its KV cache
-goes in as `past_*` and comes back one position longer as `present_*`, kept as ONNX Runtime values
-on the device, never copied) and a head. Every input and output is bound with IO binding to torch
+Each step runs three graphs: the embedding of the previous token, the decoder step and a head. The
+KV cache is preallocated once per call, for the context and every token the call may write
+(torch tensors on the device, zeros), and written in place: the decoder step reads it and returns
+only the new positions' keys and values, which are copied into it at their positions (a few
+hundred bytes a row and layer), so no step allocates or copies the cache (`DecoderStep`).
+Every input and output is bound with IO binding to torch
 tensors on the same device (CUDA execution provider on a GPU, sharing torch's CUDA stream; CPU
 provider elsewhere), so the guidance mix and the seeded pick run in torch on the device with the
 very code of the fast engine (`sampling.py`). A reflection's picture is read in torch (the
@@ -75,9 +78,6 @@ class Graph:
                 f"ONNX Runtime has no working CUDA execution provider here (it has {self.session.get_providers()})"
             )
 
-    def empty(self, shape: tuple[int, ...], dtype: torch.dtype):
-        return self.ort.OrtValue.ortvalue_from_shape_and_type(shape, ORT_TYPES[dtype], self.device_type, self.device_id)
-
     def run(self, inputs: dict, outputs: dict) -> list:
         """Run with `inputs` (torch tensors or OrtValues); `outputs` maps a name to the torch tensor
         it is written into, or to None for a value ONNX Runtime allocates. Returns those values."""
@@ -138,8 +138,8 @@ class OnnxEngine:
         self.num_image_tokens = janus.config.vision_config.num_image_tokens
         self.image_vocab = janus.config.vq_config.num_embeddings
         self.text_vocab = janus.lm_head.out_features
-        self.past_names = [f"past_{kind}_{i}" for i in range(self.layers) for kind in ("key", "value")]
-        self.present_names = [f"present_{kind}_{i}" for i in range(self.layers) for kind in ("key", "value")]
+        self.cache_names = [f"cache_{kind}_{i}" for i in range(self.layers) for kind in ("key", "value")]
+        self.new_names = [f"new_{kind}_{i}" for i in range(self.layers) for kind in ("key", "value")]
         if self.progress:
             print(
                 f"onnx engine: {self.directory} on {self.graphs['decoder_step'].session.get_providers()[0]}",
@@ -171,12 +171,23 @@ class OnnxEngine:
         self.graphs["image_embed"].run({"image_ids": image_ids[:, None].contiguous()}, {"inputs_embeds": out})
         return out
 
-    def step(self, embeds: torch.Tensor, past: list) -> tuple[torch.Tensor, list]:
-        """Decoder over embeds (R, T, hidden) after `past`; (last hidden (R, hidden), present)."""
-        hidden = torch.empty(embeds.shape[0], self.hidden, dtype=self.dtype, device=self.device)
-        inputs = {"inputs_embeds": embeds.contiguous(), **dict(zip(self.past_names, past))}
-        present = self.graphs["decoder_step"].run(inputs, {"hidden": hidden, **dict.fromkeys(self.present_names)})
-        return hidden, present
+    def step(self, embeds: torch.Tensor, cache: list[torch.Tensor], length: int) -> torch.Tensor:
+        """Decoder over embeds (R, T, hidden) after the `length` positions in `cache`; writes the new
+        keys and values into `cache` at length..length+T-1 and returns the last hidden (R, hidden)."""
+        rows, new = embeds.shape[0], embeds.shape[1]
+        hidden = torch.empty(rows, self.hidden, dtype=self.dtype, device=self.device)
+        written = [
+            torch.empty(rows, self.kv_heads, new, self.head_dim, dtype=self.dtype, device=self.device) for _ in cache
+        ]
+        inputs = {
+            "inputs_embeds": embeds.contiguous(),
+            "past_length": torch.tensor([length], device=self.device),
+            **dict(zip(self.cache_names, cache)),
+        }
+        self.graphs["decoder_step"].run(inputs, {"hidden": hidden, **dict(zip(self.new_names, written))})
+        for layer_cache, values in zip(cache, written):
+            layer_cache[:, :, length : length + new] = values
+        return hidden
 
     def head(self, kind: str, hidden: torch.Tensor) -> torch.Tensor:
         vocab = self.image_vocab if kind == "image" else self.text_vocab
@@ -184,9 +195,10 @@ class OnnxEngine:
         self.graphs[f"{kind}_head"].run({"hidden": hidden}, {"logits": logits})
         return logits
 
-    def empty_past(self, rows: int) -> list:
-        graph = self.graphs["decoder_step"]
-        return [graph.empty((rows, self.kv_heads, 0, self.head_dim), self.dtype) for _ in self.past_names]
+    def empty_cache(self, rows: int, capacity: int) -> list[torch.Tensor]:
+        """Zeros, not garbage: masked positions weigh 0 in attention, and 0 x NaN would be NaN."""
+        shape = (rows, self.kv_heads, capacity, self.head_dim)
+        return [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.cache_names]
 
     def noise(self, seeds: list[int], vocab: int, temperature: float) -> RowNoise | None:
         if temperature <= 0:
@@ -212,12 +224,14 @@ class OnnxEngine:
         # 1. [B conditional rows; B unconditional rows], prefilled together
         ids = torch.tensor(guidance_rows(contexts, self.special), device=self.device)
         noise = self.noise(seeds, self.image_vocab, temperature)
-        hidden, past = self.step(self.embed_text(ids), self.empty_past(2 * batch))
+        context = ids.shape[1]
+        cache = self.empty_cache(2 * batch, context + count - 1)  # the last token is picked, never read
+        hidden = self.step(self.embed_text(ids), cache, 0)
         tokens = torch.empty(batch, count, dtype=torch.long, device=self.device)
         # 2. One token a step: pick, embed, decode
         for i in range(count):
             if i > 0:
-                hidden, past = self.step(self.embed_image(torch.cat([tokens[:, i - 1]] * 2)), past)
+                hidden = self.step(self.embed_image(torch.cat([tokens[:, i - 1]] * 2)), cache, context + i - 1)
             scores = guided(self.head("image", hidden), cfg_scale)
             tokens[:, i] = pick(scores, noise.draw() if noise else None, temperature, top_k)
             image_step_done(i + 1, count)
@@ -258,15 +272,16 @@ class OnnxEngine:
             where = (input_ids == self.janus.config.image_token_id)[..., None]
             embeds = embeds.masked_scatter(where, features.to(self.dtype))
         noise = self.noise(seeds, self.text_vocab, temperature)
-        hidden, past = self.step(embeds, self.empty_past(len(contexts)))
+        context = input_ids.shape[1]
+        cache = self.empty_cache(len(contexts), context + max_new_tokens)
+        hidden = self.step(embeds, cache, 0)
 
         def choose(hidden: torch.Tensor) -> torch.Tensor:
             return pick(guided(self.head("text", hidden), None), noise.draw() if noise else None, temperature, top_k)
 
         def step(token: torch.Tensor, written: int) -> torch.Tensor:
-            nonlocal past
-            hidden, past = self.step(self.embed_text(token[:, None]), past)
-            return choose(hidden)
+            # `written` tokens so far; the newest (token) is not in the cache yet
+            return choose(self.step(self.embed_text(token[:, None]), cache, context + written - 1))
 
         return decode_until_stopped(choose(hidden), max_new_tokens, stop_ids, step, None)  # step draws its own noise
 
