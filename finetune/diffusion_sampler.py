@@ -5,9 +5,12 @@ DDIM with eta 0) has none, so training draws with DDIM at eta > 0 (DDPO, Flow-GR
 do the same for their samplers): each step is a Gaussian transition
 x_prev ~ N(mean(x_t, t; UNet), std_t^2), so log p(x_prev | x_t) is known in closed form, and the
 log-probability of a picture is the sum over its steps. The mean follows the UNet with
-classifier-free guidance exactly as the pipeline mixes it; the last step is made deterministic
-(std 0, x_prev = the predicted clean latents) and is not trained, since its Gaussian would be
-degenerate. Clipping of predicted clean latents is not applied (the shipped scheduler does not
+classifier-free guidance exactly as the pipeline mixes it. Steps whose standard deviation is
+under MIN_STD are made deterministic (x_prev = the mean; the last step: the predicted clean
+latents) and are not trained: a near-degenerate Gaussian's log-prob has gradients and KL that
+scale as 1 / std^2 (with 10 steps of the shapes model's cosine schedule the step into t = 0 has
+std 0.006 against 0.16 and more before it, and a run that trained it drifted within 30 steps).
+Those steps are always the last ones (std falls with the noise level). Clipping of predicted clean latents is not applied (the shipped scheduler does not
 clip either).
 
 Epsilon, v and sample predictions are read as the scheduler's config says (`prediction_type`);
@@ -23,11 +26,13 @@ from dataclasses import dataclass
 import torch
 from diffusers import DDIMScheduler
 
+MIN_STD = 0.02  # a transition narrower than this is taken as deterministic (docstring)
+
 
 @dataclass
 class DenoisingTrajectory:
     latents: torch.Tensor  # (B, steps + 1, C, H, W): the starting noise, then each step's sample
-    log_probs: torch.Tensor  # (B, steps - 1): log p of each stochastic step's sample (the last step is not one)
+    log_probs: torch.Tensor  # (B, stochastic steps): log p of each sampled step's sample (the first steps)
 
     @property
     def final(self) -> torch.Tensor:
@@ -54,15 +59,17 @@ class StochasticSampler:
 
     @property
     def stochastic_steps(self) -> int:
-        return len(self.timesteps) - 1
+        """How many steps sample (the first ones; the rest are deterministic)."""
+        return sum(self.std(step) > 0 for step in range(len(self.timesteps)))
 
     def std(self, step: int) -> float:
-        """The transition's standard deviation at `step` (0 at the last step)."""
+        """The transition's standard deviation at `step`; 0 for the last step and any under MIN_STD."""
         if step == len(self.timesteps) - 1:
             return 0.0
         a, a_prev = self.alphas[self.timesteps[step]], self.alphas[self.timesteps[step + 1]]
         variance = (1 - a_prev) / (1 - a) * (1 - a / a_prev)
-        return float(self.eta * variance.clamp(min=0).sqrt())
+        std = float(self.eta * variance.clamp(min=0).sqrt())
+        return std if std >= MIN_STD else 0.0
 
     def mean(self, unet, latents: torch.Tensor, step: int, conditions: torch.Tensor, negative: torch.Tensor | None):
         """The mean of x_prev given x_t = `latents` at `step`, guided as the pipeline guides."""
