@@ -10,8 +10,8 @@ under MIN_STD are made deterministic (x_prev = the mean; the last step: the pred
 latents) and are not trained: a near-degenerate Gaussian's log-prob has gradients and KL that
 scale as 1 / std^2 (with 10 steps of the shapes model's cosine schedule the step into t = 0 has
 std 0.006 against 0.16 and more before it, and a run that trained it drifted within 30 steps).
-Those steps are always the last ones (std falls with the noise level). Clipping of predicted clean latents is not applied (the shipped scheduler does not
-clip either).
+Those steps are always the last ones (std falls with the noise level). Predicted clean latents
+are not clipped (the shipped scheduler does not clip either).
 
 Epsilon, v and sample predictions are read as the scheduler's config says (`prediction_type`);
 the noise schedule is the renderer's own (`alphas_cumprod` of a DDIMScheduler built from its

@@ -297,6 +297,10 @@ class DualGRPOTrainer:
             renderer.to(stored)
         model = RandomThinkGenerate(planner, self.parts.tokenizer, renderer, projection, self.parts.config)
         save_think_generate_dir(final, model)
+        for path in (final / RENDERER_DIR).glob("*/config.json"):  # diffusers records where it was loaded from
+            values = json.loads(path.read_text())
+            if values.pop("_name_or_path", None) is not None:
+                path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
         self.log(f"wrote {final}")
         return final
 

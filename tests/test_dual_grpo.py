@@ -193,3 +193,10 @@ def test_plan_followed_scores_the_picture_against_its_own_plan():
     elsewhere = render_scene(parse_plan("green triangle @ bottom-right"))
     scores = plan_followed(["a red circle"] * 3, [plan] * 3, [right, wrong, elsewhere])
     assert scores == [1.0, 0.25, 0.0]
+
+
+def test_the_tuned_model_records_no_local_path(model_dir, prompts_file, tmp_path):
+    trainer = DualGRPOTrainer(settings(model_dir, prompts_file, tmp_path / "run", steps=1))
+    final = trainer.finish()
+    for path in (final / "renderer").glob("*/config.json"):
+        assert "_name_or_path" not in path.read_text(), path
