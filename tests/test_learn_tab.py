@@ -138,3 +138,31 @@ def test_on_a_base_plus_adapter_entry_learning_continues_its_adapter_and_draws_o
         assert model.startswith("tiny+grpo + learn-continued@")
     finally:
         CATALOG.pop(name, None)
+
+
+def test_a_job_that_wrote_its_adapter_is_waited_for_not_called_running(tmp_path):
+    """The status says done once the adapter is in place; the process may take a moment more to
+    exit (seen on a loaded CI machine), and a new job must not be refused for it."""
+    import subprocess
+
+    jobs = LearnJobs(tmp_path / "data", "shapes")
+    jobs.jobs_dir.mkdir(parents=True)
+
+    def job(name: str, seconds: float) -> subprocess.Popen:
+        process = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"])
+        jobs.job_file.write_text(json.dumps({"name": name, "pid": process.pid, "log": "", "started": ""}))
+        jobs._process = process
+        return process
+
+    exiting = job("learn-done", 1.0)
+    (jobs.adapters_dir / "learn-done").mkdir(parents=True)
+    (jobs.adapters_dir / "learn-done" / PROVENANCE).write_text("{}")
+    assert jobs.running() and jobs.exited_after_done() and exiting.poll() is not None
+    busy = job("learn-busy", 30.0)  # no adapter yet: running, and not waited for
+    try:
+        assert jobs.running() and not jobs.exited_after_done(seconds=0.5)
+        with pytest.raises(Exception, match="already running"):
+            jobs.start(1)
+    finally:
+        busy.kill()
+        busy.wait()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -117,11 +118,21 @@ class LearnJobs:
             return self._process.poll() is None
         return alive(job["pid"])
 
+    def exited_after_done(self, seconds: float = 60.0) -> bool:
+        """Whether the job, whose adapter is written (the last thing it does), has exited, waiting
+        up to `seconds` for it: the status says done as soon as the adapter is in place, while the
+        process may take a few seconds more to exit on a loaded machine."""
+        if (self.adapters_dir / self.job()["name"] / PROVENANCE).is_file():
+            deadline = time.monotonic() + seconds
+            while self.running() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        return not self.running()
+
     def start(self, minutes: float | None = None) -> JobStatus:
         """Start a job on the store's preferences; LearnError (one line) if it cannot start."""
         from finetune.preferences import read_preferences
 
-        if self.running():
+        if self.running() and not self.exited_after_done():
             raise LearnError(f"a learn job is already running ({self.job()['name']}); wait for it to finish")
         read_preferences(self.data_dir)  # too few preferences: its one-line error, before any process
         name = "learn-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
