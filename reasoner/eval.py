@@ -295,8 +295,6 @@ def table(results: EvalResults) -> str:
 def run_eval(args) -> int:
     from transformers.utils import logging as transformers_logging
 
-    from .models import resolve
-
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -309,19 +307,16 @@ def run_eval(args) -> int:
         from .errors import InvalidSettingError
 
         raise InvalidSettingError(f"--pictures {args.pictures}: at least 1 picture per prompt")
-    source = resolve(args.model, args.adapter)
-    if source.kind == "think-generate" and ("reflect" in modes):
+    # the backend its directory's kind names (Janus or think-then-generate), as the pipeline picks it
+    backend = ReasonerPipeline.from_pretrained(
+        args.model, args.device, engine=args.engine, adapter=args.adapter
+    ).backend
+    if "reflect" in modes and not getattr(backend, "supports_reflection", True):
         from .backends.think_generate import NoReflectionError
 
         raise NoReflectionError(
-            f"{source.name} is a think-then-generate model: it does not reflect (drop reflect from --modes)"
+            f"{backend.info.name} is a think-then-generate model: it does not reflect (drop reflect from --modes)"
         )
-    reader = JanusBackend
-    if source.kind == "think-generate":
-        from .backends.think_generate import ThinkGenerateBackend as reader
-    backend = reader.from_pretrained(
-        source.directory, device=args.device, name=source.name, engine=args.engine, adapter=source.adapter
-    )
     cfg = args.cfg if args.cfg is not None else backend.info.default_cfg_scale
     settings = EvalSettings(
         prompts=args.prompts,

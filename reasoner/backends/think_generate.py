@@ -203,8 +203,7 @@ class ThinkGenerateBackend:
         self, prompt: str, plan: str | None, seeds: list[int], cfg_scale: float, temperature: float, top_k: int
     ) -> list[DrawnImage]:
         """One picture per seed from one plan (None: from the prompt alone); temperature and top_k ignored."""
-        condition = self.prompt_condition(prompt) if plan is None else self.plan_condition(prompt, plan)
-        return self.render(condition.expand(len(seeds), -1, -1), seeds, cfg_scale)
+        return self.render(self.condition_for(prompt, plan).expand(len(seeds), -1, -1), seeds, cfg_scale)
 
     def draw_images_from_plans(
         self, prompt: str, plans: list[str], seeds: list[int], cfg_scale: float, temperature: float, top_k: int
@@ -215,6 +214,10 @@ class ThinkGenerateBackend:
             if plan not in conditions:
                 conditions[plan] = self.plan_condition(prompt, plan)[0]
         return self.render(torch.stack([conditions[plan] for plan in plans]), seeds, cfg_scale)
+
+    def condition_for(self, prompt: str, plan: str | None) -> torch.Tensor:
+        """What the renderer reads for `plan`, or for the prompt alone when `plan` is None."""
+        return self.prompt_condition(prompt) if plan is None else self.plan_condition(prompt, plan)
 
     def plan_condition(self, prompt: str, plan: str) -> torch.Tensor:
         """(1, condition_tokens, cross_attention_dim): the plan as the planner reads it after the prompt."""
@@ -286,12 +289,7 @@ class ThinkGenerateBackend:
         pictures = []
         for start in range(0, len(prompts), batch_size):
             rows = range(start, min(start + batch_size, len(prompts)))
-            conditions = torch.cat(
-                [
-                    self.prompt_condition(prompts[i]) if plans[i] is None else self.plan_condition(prompts[i], plans[i])
-                    for i in rows
-                ]
-            )
+            conditions = torch.cat([self.condition_for(prompts[i], plans[i]) for i in rows])
             pictures += [drawn.image for drawn in self.render(conditions, [seeds[i] for i in rows], cfg_scale)]
         return pictures
 

@@ -455,17 +455,11 @@ def evaluate(backend, prompts: int, seed: int, cfg_scale: float, batch: int = 32
     suite = make_suite("dev", prompts, seed)
     plans = [backend.write_plan(p.prompt, seed + i, 0.0) for i, p in enumerate(tqdm(suite, desc="eval plans"))]
     results = {}
+    prompts, seeds = [p.prompt for p in suite], [seed + i for i in range(len(suite))]
     for mode in ("think", "direct"):
-        scores = []
-        for start in tqdm(range(0, len(suite), batch), desc=f"eval {mode}"):
-            rows = range(start, min(start + batch, len(suite)))
-            conds = [
-                backend.plan_condition(suite[i].prompt, plans[i]) if mode == "think"
-                else backend.prompt_condition(suite[i].prompt)
-                for i in rows
-            ]  # fmt: skip
-            drawn = backend.render(torch.cat(conds), [seed + i for i in rows], cfg_scale)
-            scores += [score_image(d.image, suite[i]) for d, i in zip(drawn, rows)]
+        mode_plans = plans if mode == "think" else [None] * len(suite)
+        pictures = backend.draw_for_prompts(prompts, mode_plans, seeds, cfg_scale, batch)
+        scores = [score_image(picture, p) for picture, p in zip(pictures, suite)]
         by_category = defaultdict(list)
         for score in scores:
             by_category[score.category].append(score.passed)
