@@ -17,6 +17,12 @@ SCHEDULES = ("balanced", "staged", "planner", "renderer")
 class DualGRPOConfig:
     # -- what to train, where to write it -------------------------------------------------------
     model: str = setting("shapes-diffusion", "catalog name or think-then-generate model directory to start from")
+    planner_from: str = setting(
+        "",
+        "a Janus model directory (e.g. `python -m finetune merge weights/shapes-grpo --out DIR`) whose text "
+        "language model replaces the model's planner before training; the renderer's half then adapts "
+        "the renderer to the new planner's hidden states. Empty: keep the model's planner",
+    )
     out: str = setting("", "run directory: checkpoints, metrics.jsonl, the tuned model in model/ (required)")
     resume: bool = setting(False, "continue the run in `out` from its newest complete checkpoint")
     seed: int = setting(0, "seed of the prompt order, the plans' and pictures' noise and the adapter's init")
@@ -96,6 +102,11 @@ class DualGRPOConfig:
         need(0 < self.eta <= 1, "eta", "must be in (0, 1]: GRPO needs a stochastic sampler")
         need(0 < self.renderer_step_share <= 1, "renderer_step_share", "must be in (0, 1]")
         need(0 <= self.cfg_scale <= 20, "cfg_scale", "must be in [0, 20] (0: the model's default)")
+        need(
+            not self.planner_from or Path(self.planner_from, "config.json").is_file(),
+            "planner_from",
+            f"{self.planner_from!r} is not a model directory (no config.json)",
+        )
         need(
             self.prompts in PROMPT_SOURCES or Path(self.prompts).is_file(),
             "prompts",

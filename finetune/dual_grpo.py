@@ -35,7 +35,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from reasoner.backends.think_generate import ThinkGenerateBackend
-from reasoner.backends.think_generate_loading import RENDERER_DIR, load_think_generate
+from reasoner.backends.think_generate_loading import RENDERER_DIR, load_think_generate, planner_from_janus
 from reasoner.errors import PlanError
 from reasoner.eval import EvalSettings, evaluate
 from reasoner.models.catalog import resolve
@@ -62,6 +62,8 @@ class DualGRPOTrainer:
                 f"model={config.model!r}: Dual-GRPO trains a think-then-generate model, not {source.kind}"
             )
         parts = load_think_generate(source.directory, "cpu", torch.float32)
+        if config.planner_from:
+            parts.planner = new_planner(config.planner_from, parts)
         self.parts, self.source_dir = parts, source.directory
         torch.manual_seed(config.seed)
         parts.planner.requires_grad_(False)
@@ -310,6 +312,20 @@ class DualGRPOTrainer:
 
     def log(self, message: str) -> None:
         print(f"[finetune] {message}", file=sys.stderr, flush=True)
+
+
+def new_planner(janus_dir: str, parts):
+    """The text language model of `janus_dir` as the planner, where it fits the renderer's projection
+    and writes with the model's tokenizer (the same vocabulary: plans are read back token for token)."""
+    planner, tokenizer = planner_from_janus(Path(janus_dir))
+    width = parts.projection.config.in_features
+    if planner.config.hidden_size != width:
+        raise ConfigError(
+            f"planner_from={janus_dir!r}: hidden size {planner.config.hidden_size}, the projection reads {width}"
+        )
+    if tokenizer.get_vocab() != parts.tokenizer.get_vocab():
+        raise ConfigError(f"planner_from={janus_dir!r}: its tokenizer is not the model's")
+    return planner.float().eval()
 
 
 def has_module(model: torch.nn.Module, suffix: str) -> bool:

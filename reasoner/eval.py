@@ -1,7 +1,7 @@
 """`python -m reasoner eval`: how often pictures satisfy held-out prompts, per shapes-world category
 (docs/shapes-world.md).
 
-Modes, each on the same dev-split prompts and seeds:
+Modes, each on the same dev-split prompts and seeds (`--split train` for choosing settings):
 - direct: draw from the prompt alone;
 - think: write a plan (greedily), then draw from it;
 - think-sampled: the same with plans sampled at temperature 1, each picture its own plan (what
@@ -55,6 +55,7 @@ class EvalSettings:
     batch_size: int = 64
     reflect_rounds: int = 1  # reflect mode: looks at a picture and its redraws, at most
     pictures: int = 1  # pictures per prompt, each with its own seed (and, think-sampled, its own plan)
+    split: str = "dev"  # dev: held out; train: for choosing settings without looking at held-out prompts
 
 
 def progress(message: str) -> None:
@@ -122,7 +123,7 @@ class EvalResults:
 
 
 def evaluate(backend: JanusBackend, modes: list[str], settings: EvalSettings) -> EvalResults:
-    suite = [p for p in make_suite("dev", settings.prompts, settings.seed) for _ in range(settings.pictures)]
+    suite = [p for p in make_suite(settings.split, settings.prompts, settings.seed) for _ in range(settings.pictures)]
     prompts = [p.prompt for p in suite]
     seeds = [settings.seed + i for i in range(len(suite))]
     draw = lambda plans, seeds_: draw_pictures(
@@ -325,6 +326,7 @@ def run_eval(args) -> int:
         temperature=args.temperature,
         reflect_rounds=check_reflect_rounds(args.reflect_rounds),
         pictures=args.pictures,
+        split=args.split,
     )
     results = evaluate(backend, modes, settings)
     print(table(results))
@@ -337,6 +339,13 @@ def run_eval(args) -> int:
 def add_eval_command(commands) -> None:
     parser = commands.add_parser("eval", help="accuracy per category on held-out shapes prompts")
     parser.add_argument("--suite", choices=["shapes"], default="shapes")
+    parser.add_argument(
+        "--split",
+        choices=["dev", "train"],
+        default="dev",
+        help="dev: the held-out prompts; train: prompts the models trained on, to choose settings "
+        "(guidance, steps) without tuning to the held-out ones",
+    )
     parser.add_argument(
         "--model", default="shapes", help="catalog name, a local Hugging Face Janus directory or a think-generate one"
     )

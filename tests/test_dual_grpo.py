@@ -200,3 +200,35 @@ def test_the_tuned_model_records_no_local_path(model_dir, prompts_file, tmp_path
     final = trainer.finish()
     for path in (final / "renderer").glob("*/config.json"):
         assert "_name_or_path" not in path.read_text(), path
+
+
+def test_planner_from_trains_a_new_planner_with_the_model_s_renderer(prompts_file, tmp_path):
+    # a think-then-generate model whose planner came out of a Janus model, as the recipe builds it
+    from reasoner.backends.think_generate_loading import planner_from_janus
+    from reasoner.models.random_janus import save_random_janus
+    from reasoner.models.random_think_generate import RandomThinkGenerate, build_random_think_generate
+    from reasoner.models.random_think_generate import save_think_generate_dir
+
+    first, second = save_random_janus(tmp_path / "janus-0", seed=0), save_random_janus(tmp_path / "janus-1", seed=1)
+    planner, tokenizer = planner_from_janus(first)
+    parts = build_random_think_generate(seed=0)
+    model = save_think_generate_dir(
+        tmp_path / "model", RandomThinkGenerate(planner, tokenizer, parts.renderer, parts.projection, parts.config)
+    )
+    trainer = DualGRPOTrainer(settings(model, prompts_file, tmp_path / "run", steps=1, planner_from=str(second)))
+    wanted = planner_from_janus(second)[0].state_dict()
+    with trainer.planner.disable_adapter():
+        base = trainer.planner.get_base_model().state_dict()
+    name = "model.layers.0.self_attn.q_proj.weight"
+    key = next(k for k in base if k.endswith(name) or k.endswith(name.replace(".weight", ".base_layer.weight")))
+    assert torch.equal(base[key], wanted[name]) and not torch.equal(wanted[name], planner.state_dict()[name])
+    trainer.train_step()
+    final = trainer.finish()
+    tuned = ThinkGenerateBackend.from_pretrained(final)
+    assert tuned.write_plan("a red circle", 0, 0.0) is not None
+    # a planner the projection cannot read is one line naming the setting
+    bigger = save_random_janus(tmp_path / "janus-shapes", preset="shapes", seed=0)
+    with pytest.raises(ConfigError, match=r"^planner_from=.*hidden size 256, the projection reads 64"):
+        DualGRPOTrainer(settings(model, prompts_file, tmp_path / "run2", planner_from=str(bigger)))
+    with pytest.raises(ConfigError, match=r"^planner_from=.*not a model directory"):
+        settings(model, prompts_file, tmp_path / "run3", planner_from=str(tmp_path / "nowhere"))

@@ -69,3 +69,12 @@ def test_a_reflections_reading_is_compared_with_the_scene_in_the_picture():
     ]
     assert reading_exact(texts, [picture] * 3) == 1 / 3
     assert reading_exact(["the image is right."], [picture]) is None
+
+
+def test_split_train_evaluates_on_train_prompts_and_dev_stays_held_out(tiny_backend):
+    from reasoner.shapes.suites import prompt_split
+
+    for split in ("train", "dev"):
+        record = evaluate(tiny_backend, ["think"], EvalSettings(prompts=8, batch_size=8, split=split))
+        assert {prompt_split(e["prompt"]) for e in record.examples} == {split}
+        assert record.to_json()["settings"]["split"] == split

@@ -273,3 +273,38 @@ def load_projection(directory: Path, dtype: torch.dtype) -> PlanProjection:
             f"{directory / PROJECTION_WEIGHTS}: does not fit {PROJECTION_CONFIG} ({one_line(error)})"
         ) from None
     return projection.to(dtype).eval()
+
+
+def planner_from_janus(janus_dir: Path):
+    """(LlamaForCausalLM, tokenizer): the Janus model's text language model and its text lm_head,
+    weight for weight, with the Janus tokenizer whose end-of-sentence is the begin-of-image token:
+    after a plan the shapes model writes begin-of-image, so the planner stops there, and the
+    renderer reads the plan followed by it, exactly the context the Janus model draws after."""
+    from transformers import JanusConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    janus_dir = Path(janus_dir)
+    if not (janus_dir / "config.json").is_file() or not any(janus_dir.glob("*.safetensors")):
+        raise ModelLoadError(f"{janus_dir}: not a Janus model directory (config.json and safetensors weights)")
+    text = JanusConfig.from_pretrained(janus_dir, local_files_only=True).text_config.to_dict()
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(janus_dir, local_files_only=True)
+    boi = tokenizer.convert_tokens_to_ids(tokenizer.boi_token)
+    tokenizer.eos_token = tokenizer.boi_token
+    for key in ("model_type", "architectures", "dtype", "transformers_version"):
+        text.pop(key, None)
+    config = LlamaConfig(**{**text, "eos_token_id": boi, "pad_token_id": tokenizer.pad_token_id})
+    weights = {}
+    for path in sorted(janus_dir.glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as file:
+            for key in file.keys():
+                if key.startswith("model.language_model."):
+                    weights["model." + key.removeprefix("model.language_model.")] = file.get_tensor(key)
+                elif key == "lm_head.weight":
+                    weights[key] = file.get_tensor(key)
+    planner = LlamaForCausalLM(config)
+    planner.load_state_dict({k: v.float() for k, v in weights.items()}, strict=True)
+    from transformers import GenerationConfig
+
+    planner.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=boi, pad_token_id=tokenizer.pad_token_id
+    )
+    return planner.eval(), tokenizer

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -48,42 +47,6 @@ def replace_dir(target: Path, write) -> Path:
     tmp.rename(target)
     shutil.rmtree(old, ignore_errors=True)
     return target
-
-
-# -- the planner --------------------------------------------------------------------------------------
-
-
-def planner_from_janus(janus_dir: Path):
-    """(LlamaForCausalLM, tokenizer): the Janus model's text language model and its text lm_head,
-    weight for weight, with the Janus tokenizer whose end-of-sentence is the begin-of-image token:
-    after a plan the shapes model writes begin-of-image, so the planner stops there, and the
-    renderer reads the plan followed by it, exactly the context the Janus model draws after."""
-    from transformers import JanusConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    janus_dir = Path(janus_dir)
-    text = JanusConfig.from_pretrained(janus_dir).text_config.to_dict()
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(janus_dir)
-    boi = tokenizer.convert_tokens_to_ids(tokenizer.boi_token)
-    tokenizer.eos_token = tokenizer.boi_token
-    for key in ("model_type", "architectures", "dtype", "transformers_version"):
-        text.pop(key, None)
-    config = LlamaConfig(**{**text, "eos_token_id": boi, "pad_token_id": tokenizer.pad_token_id})
-    weights = {}
-    for path in sorted(janus_dir.glob("*.safetensors")):
-        with safe_open(str(path), framework="pt") as file:
-            for key in file.keys():
-                if key.startswith("model.language_model."):
-                    weights["model." + key.removeprefix("model.language_model.")] = file.get_tensor(key)
-                elif key == "lm_head.weight":
-                    weights[key] = file.get_tensor(key)
-    planner = LlamaForCausalLM(config)
-    planner.load_state_dict({k: v.float() for k, v in weights.items()}, strict=True)
-    from transformers import GenerationConfig
-
-    planner.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=boi, pad_token_id=tokenizer.pad_token_id
-    )
-    return planner.eval(), tokenizer
 
 
 # -- training rows ------------------------------------------------------------------------------------
