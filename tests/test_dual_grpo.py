@@ -206,8 +206,11 @@ def test_planner_from_trains_a_new_planner_with_the_model_s_renderer(prompts_fil
     # a think-then-generate model whose planner came out of a Janus model, as the recipe builds it
     from reasoner.backends.think_generate_loading import planner_from_janus
     from reasoner.models.random_janus import save_random_janus
-    from reasoner.models.random_think_generate import RandomThinkGenerate, build_random_think_generate
-    from reasoner.models.random_think_generate import save_think_generate_dir
+    from reasoner.models.random_think_generate import (
+        RandomThinkGenerate,
+        build_random_think_generate,
+        save_think_generate_dir,
+    )
 
     first, second = save_random_janus(tmp_path / "janus-0", seed=0), save_random_janus(tmp_path / "janus-1", seed=1)
     planner, tokenizer = planner_from_janus(first)
