@@ -325,7 +325,7 @@ def new_planner(janus_dir: str, parts):
         )
     if tokenizer.get_vocab() != parts.tokenizer.get_vocab():
         raise ConfigError(f"planner_from={janus_dir!r}: its tokenizer is not the model's")
-    return planner.float().eval()
+    return planner  # float32, in eval mode, as planner_from_janus gives it
 
 
 def has_module(model: torch.nn.Module, suffix: str) -> bool:

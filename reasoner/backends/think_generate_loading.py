@@ -280,7 +280,7 @@ def planner_from_janus(janus_dir: Path):
     weight for weight, with the Janus tokenizer whose end-of-sentence is the begin-of-image token:
     after a plan the shapes model writes begin-of-image, so the planner stops there, and the
     renderer reads the plan followed by it, exactly the context the Janus model draws after."""
-    from transformers import JanusConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import GenerationConfig, JanusConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     janus_dir = Path(janus_dir)
     if not (janus_dir / "config.json").is_file() or not any(janus_dir.glob("*.safetensors")):
@@ -302,8 +302,6 @@ def planner_from_janus(janus_dir: Path):
                     weights[key] = file.get_tensor(key)
     planner = LlamaForCausalLM(config)
     planner.load_state_dict({k: v.float() for k, v in weights.items()}, strict=True)
-    from transformers import GenerationConfig
-
     planner.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=boi, pad_token_id=tokenizer.pad_token_id
     )
