@@ -32,6 +32,7 @@ from .records import MAX_REFLECT_ROUNDS, Plan, Reflection, check_reflect_rounds,
 from .reflection_loop import last_picture, run_reflection_rounds
 from .shapes import (
     CATEGORIES,
+    SPLITS,
     SuitePrompt,
     accuracy_by_category,
     detect,
@@ -341,7 +342,7 @@ def add_eval_command(commands) -> None:
     parser.add_argument("--suite", choices=["shapes"], default="shapes")
     parser.add_argument(
         "--split",
-        choices=["dev", "train"],
+        choices=SPLITS,
         default="dev",
         help="dev: the held-out prompts; train: prompts the models trained on, to choose settings "
         "(guidance, steps) without tuning to the held-out ones",
