@@ -77,6 +77,11 @@ class GRPOConfig:
     beta: float = setting(0.01, "weight of the k3 KL to the reference model; 0: no reference pass")
     clip_range: float = setting(0.2, "PPO clip range epsilon of the probability ratio")
     scale_rewards: bool = setting(True, "divide advantages by the group's reward std (GRPO); off: Dr. GRPO")
+    skip_uniform_groups: bool = setting(
+        False,
+        "leave groups whose rewards are all equal (advantage 0) out of the loss pass, as DAPO's dynamic"
+        " sampling does: the step scores only groups that teach something, and the KL covers those alone",
+    )
     rewards: list[str] = setting(
         ["checker", "plan_valid"],
         "reward functions: checker, plan_valid, preference (needs preference_model),"

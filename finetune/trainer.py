@@ -94,6 +94,8 @@ class GRPOTrainer:
         processes = self.accelerator.num_processes
         if config.prompts_per_step % processes:
             raise ConfigError(f"prompts_per_step={config.prompts_per_step}: must divide by the {processes} processes")
+        if config.skip_uniform_groups and processes > 1:  # ranks would run different numbers of backward passes
+            raise ConfigError("skip_uniform_groups=True: runs in one process only (not under accelerate launch)")
         self.rewards = RewardEnsemble.of(config.rewards, config.reward_weights, config.preference_model or None)
         self.prompts = read_prompts(config.prompts, config.seed)
         self.step = 0
@@ -176,18 +178,31 @@ class GRPOTrainer:
                 [rewards[[t.group == g for t in trajectories]].std() for g in {t.group for t in trajectories}]
             ).mean()
         )
-        # 4-5. Reference and old log-probs, then the loss per micro-batch
-        metrics.update(self.optimise(trajectories, advantages))
         metrics["plan_tokens"] = sum(len(t.plan_ids) for t in trajectories) / max(
             1, sum(t.mode == "think" for t in trajectories)
         )
+        # 4-5. Reference and old log-probs, then the loss per micro-batch
+        trained = self.informative_rows(rewards, trajectories) if config.skip_uniform_groups else None
+        if trained is not None:
+            metrics["groups_trained"] = len({trajectories[i].group for i in trained})
+            trajectories, advantages = [trajectories[i] for i in trained], advantages[trained]
+        metrics.update(self.optimise(trajectories, advantages))
         metrics["learning_rate"] = self.learning_rate()
         metrics["step_seconds"] = time.perf_counter() - started
         self.step += 1
         return metrics
 
+    @staticmethod
+    def informative_rows(rewards: torch.Tensor, trajectories: list[Trajectory]) -> list[int]:
+        """Rows of the groups whose rewards differ: the others have advantage 0 on every row."""
+        groups = torch.tensor([t.group for t in trajectories])
+        spread = {int(g): float(rewards[groups == g].max() - rewards[groups == g].min()) for g in groups.unique()}
+        return [i for i, t in enumerate(trajectories) if spread[t.group] > 1e-6]
+
     def optimise(self, trajectories: list[Trajectory], advantages: torch.Tensor) -> dict:
         config, device = self.config, self.accelerator.device
+        if not trajectories:  # every group uniform (skip_uniform_groups): nothing to learn this step
+            return {"loss": 0.0, "kl": 0.0, "grad_norm": 0.0, "clip_fraction": 0.0}
         train_plan, train_image = config.train in ("plan", "both"), config.train in ("image", "both")
         special = self.backend.special
         guided = self.cfg_scale != 1

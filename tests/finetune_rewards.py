@@ -15,3 +15,8 @@ def redness(prompts, plans, pictures):
         rgb = np.asarray(picture.convert("RGB"), dtype=np.float32) / 255
         scores.append(float((rgb[..., 0] - rgb[..., 1:].mean(-1)).mean()))
     return scores
+
+
+def redness_of_circles(prompts, plans, pictures):
+    """Redness for prompts about circles, 0 for every other prompt: groups of those are uniform."""
+    return [score if "circle" in prompt else 0.0 for prompt, score in zip(prompts, redness(prompts, plans, pictures))]

@@ -251,6 +251,28 @@ def test_two_grpo_steps_change_the_adapter_and_lower_the_loss_on_a_fixed_batch(t
     assert all(not p.requires_grad for n, p in trainer.policy.named_parameters() if "lora_" not in n)
 
 
+def test_skip_uniform_groups_scores_only_the_groups_whose_rewards_differ(tmp_path, tiny_model_dir, monkeypatch):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a yellow square\nthree blue circles\n")
+    settings = dict(prompts=str(prompts), rewards=["tests.finetune_rewards:redness_of_circles"])
+    trainer = GRPOTrainer(tiny_config(tmp_path, tiny_model_dir, skip_uniform_groups=True, **settings))
+    scored = []
+    optimise = trainer.optimise
+    monkeypatch.setattr(trainer, "optimise", lambda rows, advantages: scored.append(rows) or optimise(rows, advantages))
+    metrics = trainer.train_step()
+    assert metrics["groups_trained"] == 1
+    assert [t.prompt for t in scored[0]] == ["three blue circles"] * 3
+    assert trainer.optimizer.state  # the informative group took an optimizer step
+
+    # every group uniform (a shapes checker never satisfied by a random model): no step at all
+    uniform = GRPOTrainer(tiny_config(tmp_path / "u", tiny_model_dir, skip_uniform_groups=True, rewards=["checker"]))
+    metrics = uniform.train_step()
+    assert metrics["groups_trained"] == 0 and not uniform.optimizer.state
+    kept = GRPOTrainer(tiny_config(tmp_path / "k", tiny_model_dir, rewards=["checker"]))
+    kept.train_step()
+    assert kept.optimizer.state  # without the setting the same step runs the loss pass
+
+
 def test_a_run_writes_metrics_checkpoints_and_an_adapter_and_resume_continues_exactly(tmp_path, tiny_model_dir):
     whole = GRPOTrainer(tiny_config(tmp_path / "whole", tiny_model_dir, steps=3))
     whole.train()
