@@ -82,6 +82,12 @@ class GRPOConfig:
         "leave groups whose rewards are all equal (advantage 0) out of the loss pass, as DAPO's dynamic"
         " sampling does: the step scores only groups that teach something, and the KL covers those alone",
     )
+    think_guides: int = setting(
+        0,
+        "with rollout both: add to every direct group its prompt's this many best-rewarded think pictures,"
+        " scored in the direct context (off-policy guidance, as LUFFY), so that direct groups that fail"
+        " at every sample still hold a right picture; 0: none",
+    )
     rewards: list[str] = setting(
         ["checker", "plan_valid"],
         "reward functions: checker, plan_valid, preference (needs preference_model),"
@@ -144,6 +150,17 @@ class GRPOConfig:
             self.prompts in PROMPT_SOURCES or Path(self.prompts).is_file(),
             "prompts",
             f"is neither {' nor '.join(PROMPT_SOURCES)} nor a file",
+        )
+        need(self.think_guides >= 0, "think_guides", "must not be negative")
+        need(
+            self.think_guides <= self.group_size,
+            "think_guides",
+            f"a think group holds {self.group_size} pictures (group_size)",
+        )
+        need(
+            not self.think_guides or (self.rollout == "both" and self.train != "plan"),
+            "think_guides",
+            "guides are think pictures scored in direct groups: needs --rollout both and image tokens trained",
         )
         need(len(self.rewards) >= 1, "rewards", "name at least one reward")
         for reward in self.rewards:

@@ -33,6 +33,7 @@ class Trajectory:
     plan_text: str | None  # None for direct
     image_tokens: torch.Tensor  # (num_image_tokens,)
     picture: Image.Image | None = None
+    guide: bool = False  # a think picture scored in a direct group (`think_guides`), not sampled there
 
     def draw_context(self, boi_id: int) -> list[int]:
         """Everything before the first image token, as `JanusBackend.draw_context_ids` lays it out."""
@@ -122,3 +123,42 @@ def draw(backend: JanusBackend, trajectories: list[Trajectory], cfg_scale: float
         for i, row, picture in zip(rows, tokens.cpu(), backend.decode_images(tokens)):
             trajectories[i].image_tokens = row
             trajectories[i].picture = picture
+
+
+def think_guides(trajectories: list[Trajectory], rewards: list[float], count: int) -> list[Trajectory]:
+    """For every direct group, its prompt's `count` best-rewarded think pictures as direct rows.
+
+    Off-policy guidance (LUFFY, Yan et al. 2025): a picture drawn with a plan joins the group of
+    pictures drawn without one, in the direct context (no plan tokens), so where the direct policy
+    fails at every sample the group still holds a right picture to move towards. The guides are
+    scored as if sampled now (ratio 1 on their first pass): an advantage-weighted likelihood step.
+    """
+    think_rows: dict[str, list[int]] = {}
+    direct_groups: dict[int, Trajectory] = {}
+    for row, t in enumerate(trajectories):
+        if t.mode == "think":
+            think_rows.setdefault(t.prompt, []).append(row)
+        elif not t.guide:
+            direct_groups.setdefault(t.group, t)
+    guides = []
+    for group, direct in direct_groups.items():
+        rows = sorted(think_rows.get(direct.prompt, []), key=lambda row: -rewards[row])[:count]
+        for row in rows:
+            think = trajectories[row]
+            guides.append(
+                Trajectory(
+                    prompt=direct.prompt,
+                    group=group,
+                    mode="direct",
+                    plan_seed=think.plan_seed,
+                    image_seed=think.image_seed,
+                    context_ids=direct.context_ids,
+                    plan_ids=[],
+                    plan_stop=None,
+                    plan_text=None,
+                    image_tokens=think.image_tokens,
+                    picture=think.picture,
+                    guide=True,
+                )
+            )
+    return guides

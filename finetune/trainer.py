@@ -4,7 +4,8 @@ A step, as `train_step` reads:
 1. the step's prompts (a fixed order from the run seed, so resume continues it);
 2. rollouts on the backend's engine: per prompt a group of trajectories, each its own sampled
    plan and picture (`rollouts.py`);
-3. rewards (a weighted ensemble, `rewards.py`) and group-normalised advantages (`loss.py`);
+3. rewards (a weighted ensemble, `rewards.py`), with `think_guides` the best think pictures added
+   to the direct groups (`rollouts.think_guides`), and group-normalised advantages (`loss.py`);
 4. reference log-probs (the model with its LoRA disabled; a frozen copy for full fine-tuning)
    and, when a batch is used more than once, the rollout policy's log-probs;
 5. per micro-batch: log-probs with gradients (`scoring.py`), the clipped loss with k3 KL,
@@ -36,7 +37,7 @@ from .config import ConfigError, GRPOConfig
 from .evaluation import dev_accuracy
 from .loss import group_advantages, grpo_loss
 from .rewards import RewardEnsemble
-from .rollouts import RolloutSettings, Trajectory, roll_out
+from .rollouts import RolloutSettings, Trajectory, roll_out, think_guides
 from .scoring import ScoringBatch, TokenScorer
 
 
@@ -160,12 +161,37 @@ class GRPOTrainer:
         metrics = {"step": self.step + 1, "rollout_seconds": rolled - started}
         if config.compare_engines and self.step == 0:
             metrics.update(self.compare_engines(prompts, trajectories, rolled - started))
-        # 3. Rewards and advantages
-        totals, components = self.rewards(
-            [t.prompt for t in trajectories], [t.plan_text for t in trajectories], [t.picture for t in trajectories]
-        )
+        # 3. Rewards (with think guides in the direct groups, when asked) and advantages
+        totals, components = self.score(trajectories)
+        metrics.update(self.rollout_metrics(trajectories, totals, components))
+        if config.think_guides:
+            guides = think_guides(trajectories, totals, config.think_guides)
+            trajectories, totals = trajectories + guides, totals + self.score(guides)[0]
+            metrics["guides"] = len(guides)
         rewards = torch.tensor(totals)
         advantages = group_advantages(rewards, torch.tensor([t.group for t in trajectories]), config.scale_rewards)
+        # 4-5. Reference and old log-probs, then the loss per micro-batch
+        trained = self.informative_rows(rewards, trajectories) if config.skip_uniform_groups else None
+        if trained is not None:
+            metrics["groups_trained"] = len({trajectories[i].group for i in trained})
+            trajectories, advantages = [trajectories[i] for i in trained], advantages[trained]
+        metrics.update(self.optimise(trajectories, advantages))
+        metrics["learning_rate"] = self.learning_rate()
+        metrics["step_seconds"] = time.perf_counter() - started
+        self.step += 1
+        return metrics
+
+    def score(self, trajectories: list[Trajectory]) -> tuple[list[float], dict[str, list[float]]]:
+        """The reward ensemble's total per trajectory and each component's scores."""
+        return self.rewards(
+            [t.prompt for t in trajectories], [t.plan_text for t in trajectories], [t.picture for t in trajectories]
+        )
+
+    @staticmethod
+    def rollout_metrics(trajectories: list[Trajectory], totals: list[float], components: dict) -> dict:
+        """The rollouts' own rewards (guides excluded): each component's mean, exact share per mode."""
+        metrics = {}
+        rewards = torch.tensor(totals)
         for name, values in components.items():
             metrics[f"reward/{name}"] = sum(values) / len(values)
         for mode in ("think", "direct"):
@@ -181,15 +207,6 @@ class GRPOTrainer:
         metrics["plan_tokens"] = sum(len(t.plan_ids) for t in trajectories) / max(
             1, sum(t.mode == "think" for t in trajectories)
         )
-        # 4-5. Reference and old log-probs, then the loss per micro-batch
-        trained = self.informative_rows(rewards, trajectories) if config.skip_uniform_groups else None
-        if trained is not None:
-            metrics["groups_trained"] = len({trajectories[i].group for i in trained})
-            trajectories, advantages = [trajectories[i] for i in trained], advantages[trained]
-        metrics.update(self.optimise(trajectories, advantages))
-        metrics["learning_rate"] = self.learning_rate()
-        metrics["step_seconds"] = time.perf_counter() - started
-        self.step += 1
         return metrics
 
     @staticmethod

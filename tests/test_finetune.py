@@ -61,6 +61,7 @@ def tiny_config(tmp_path, model_dir, **overrides) -> GRPOConfig:
         (["--prompts", "/no/such/file.txt"], "prompts"),
         (["--learning_rate", "2"], "learning_rate"),
         (["--max_minutes", "-1"], "max_minutes"),
+        (["--think_guides", "2"], "think_guides"),  # guides need direct groups (--rollout both)
     ],
 )
 def test_a_bad_setting_fails_with_one_line_naming_the_field(tmp_path, flags, field):
@@ -271,6 +272,36 @@ def test_skip_uniform_groups_scores_only_the_groups_whose_rewards_differ(tmp_pat
     kept = GRPOTrainer(tiny_config(tmp_path / "k", tiny_model_dir, rewards=["checker"]))
     kept.train_step()
     assert kept.optimizer.state  # without the setting the same step runs the loss pass
+
+
+def test_think_guides_put_the_best_think_pictures_into_each_direct_group(tmp_path, tiny_model_dir, monkeypatch):
+    trainer = GRPOTrainer(tiny_config(tmp_path, tiny_model_dir, rollout="both", train="image", think_guides=2))
+    rows, rewards = [], []
+    optimise = trainer.optimise
+    monkeypatch.setattr(trainer, "optimise", lambda batch, a: rows.extend(batch) or optimise(batch, a))
+    score = trainer.score
+
+    def recording_score(trajectories):
+        scored = score(trajectories)
+        rewards.append(scored[0])
+        return scored
+
+    monkeypatch.setattr(trainer, "score", recording_score)
+    metrics = trainer.train_step()
+    assert metrics["guides"] == 4  # 2 prompts x 2 guides
+    sampled, guides = rows[:-4], rows[-4:]
+    assert not any(t.guide for t in sampled) and all(t.guide for t in guides)
+    for guide in guides:
+        direct = [t for t in sampled if t.group == guide.group]
+        think = [(r, t) for r, t in zip(rewards[0], sampled) if t.mode == "think" and t.prompt == guide.prompt]
+        assert len(direct) == 3 and all(t.mode == "direct" for t in direct)
+        assert guide.context_ids == direct[0].context_ids and guide.plan_ids == []  # scored without a plan
+        best = sorted(think, key=lambda pair: -pair[0])[:2]
+        assert any(torch.equal(guide.image_tokens, t.image_tokens) for _, t in best)
+    # a guide's reward is its picture's (redness reads the picture alone), scored again in its direct group
+    think_reward = {id(t.picture): r for r, t in zip(rewards[0], sampled) if t.mode == "think"}
+    assert rewards[1] == [think_reward[id(guide.picture)] for guide in guides]
+    assert trainer.optimizer.state
 
 
 def test_a_run_writes_metrics_checkpoints_and_an_adapter_and_resume_continues_exactly(tmp_path, tiny_model_dir):
