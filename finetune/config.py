@@ -84,9 +84,9 @@ class GRPOConfig:
     )
     think_guides: int = setting(
         0,
-        "with rollout both: add to every direct group its prompt's this many best-rewarded think pictures,"
-        " scored in the direct context (off-policy guidance, as LUFFY), so that direct groups that fail"
-        " at every sample still hold a right picture; 0: none",
+        "with rollout both: add to each direct group up to this many of its prompt's think pictures that"
+        " beat every picture the group drew, scored in the direct context without their plans (off-policy"
+        " guidance, as LUFFY); 0: none",
     )
     rewards: list[str] = setting(
         ["checker", "plan_valid"],

@@ -125,40 +125,51 @@ def draw(backend: JanusBackend, trajectories: list[Trajectory], cfg_scale: float
             trajectories[i].picture = picture
 
 
-def think_guides(trajectories: list[Trajectory], rewards: list[float], count: int) -> list[Trajectory]:
-    """For every direct group, its prompt's `count` best-rewarded think pictures as direct rows.
+def think_guides(
+    trajectories: list[Trajectory], rewards: list[float], count: int, score
+) -> tuple[list[Trajectory], list[float]]:
+    """For every direct group, up to `count` of its prompt's think pictures as direct rows, with
+    their rewards: the best ones that beat every picture the group sampled itself.
 
     Off-policy guidance (LUFFY, Yan et al. 2025): a picture drawn with a plan joins the group of
-    pictures drawn without one, in the direct context (no plan tokens), so where the direct policy
-    fails at every sample the group still holds a right picture to move towards. The guides are
-    scored as if sampled now (ratio 1 on their first pass): an advantage-weighted likelihood step.
+    pictures drawn without one, in the direct context (no plan tokens), so that where the direct
+    policy found nothing as good, the group still holds a better picture to move towards. Only
+    there: guides added to every group (measured, benchmarks/RESULTS.md) pulled the direct policy
+    towards the plans' layouts where it already drew right, and its own exact share fell. Each
+    candidate is rewarded as a direct row (`score(rows) -> rewards`: no plan to judge), and the
+    guides are scored as if sampled now (ratio 1 on their first pass).
     """
-    think_rows: dict[str, list[int]] = {}
-    direct_groups: dict[int, Trajectory] = {}
+    direct_groups: dict[int, list[int]] = {}
     for row, t in enumerate(trajectories):
-        if t.mode == "think":
-            think_rows.setdefault(t.prompt, []).append(row)
-        elif not t.guide:
-            direct_groups.setdefault(t.group, t)
-    guides = []
-    for group, direct in direct_groups.items():
-        rows = sorted(think_rows.get(direct.prompt, []), key=lambda row: -rewards[row])[:count]
-        for row in rows:
-            think = trajectories[row]
-            guides.append(
-                Trajectory(
-                    prompt=direct.prompt,
-                    group=group,
-                    mode="direct",
-                    plan_seed=think.plan_seed,
-                    image_seed=think.image_seed,
-                    context_ids=direct.context_ids,
-                    plan_ids=[],
-                    plan_stop=None,
-                    plan_text=None,
-                    image_tokens=think.image_tokens,
-                    picture=think.picture,
-                    guide=True,
-                )
-            )
-    return guides
+        if t.mode == "direct" and not t.guide:
+            direct_groups.setdefault(t.group, []).append(row)
+    group_of_prompt = {trajectories[rows[0]].prompt: group for group, rows in direct_groups.items()}
+    candidates = [
+        Trajectory(
+            prompt=think.prompt,
+            group=group_of_prompt[think.prompt],
+            mode="direct",
+            plan_seed=think.plan_seed,
+            image_seed=think.image_seed,
+            context_ids=trajectories[direct_groups[group_of_prompt[think.prompt]][0]].context_ids,
+            plan_ids=[],
+            plan_stop=None,
+            plan_text=None,
+            image_tokens=think.image_tokens,
+            picture=think.picture,
+            guide=True,
+        )
+        for think in trajectories
+        if think.mode == "think" and think.prompt in group_of_prompt
+    ]
+    if not candidates:
+        return [], []
+    candidate_rewards = score(candidates)
+    chosen = []
+    for group, rows in direct_groups.items():
+        best_sampled = max(rewards[row] for row in rows)
+        better = [
+            i for i, c in enumerate(candidates) if c.group == group and candidate_rewards[i] > best_sampled + 1e-6
+        ]
+        chosen += sorted(better, key=lambda i: -candidate_rewards[i])[:count]
+    return [candidates[i] for i in chosen], [candidate_rewards[i] for i in chosen]

@@ -4,8 +4,9 @@ A step, as `train_step` reads:
 1. the step's prompts (a fixed order from the run seed, so resume continues it);
 2. rollouts on the backend's engine: per prompt a group of trajectories, each its own sampled
    plan and picture (`rollouts.py`);
-3. rewards (a weighted ensemble, `rewards.py`), with `think_guides` the best think pictures added
-   to the direct groups (`rollouts.think_guides`), and group-normalised advantages (`loss.py`);
+3. rewards (a weighted ensemble, `rewards.py`), with `think_guides` think pictures added to the
+   direct groups that drew nothing as good (`rollouts.think_guides`), and group-normalised
+   advantages (`loss.py`);
 4. reference log-probs (the model with its LoRA disabled; a frozen copy for full fine-tuning)
    and, when a batch is used more than once, the rollout policy's log-probs;
 5. per micro-batch: log-probs with gradients (`scoring.py`), the clipped loss with k3 KL,
@@ -165,8 +166,10 @@ class GRPOTrainer:
         totals, components = self.score(trajectories)
         metrics.update(self.rollout_metrics(trajectories, totals, components))
         if config.think_guides:
-            guides = think_guides(trajectories, totals, config.think_guides)
-            trajectories, totals = trajectories + guides, totals + self.score(guides)[0]
+            guides, guide_rewards = think_guides(
+                trajectories, totals, config.think_guides, lambda rows: self.score(rows)[0]
+            )
+            trajectories, totals = trajectories + guides, totals + guide_rewards
             metrics["guides"] = len(guides)
         rewards = torch.tensor(totals)
         advantages = group_advantages(rewards, torch.tensor([t.group for t in trajectories]), config.scale_rewards)

@@ -14,7 +14,7 @@ from finetune import checkpoints
 from finetune.config import ConfigError, GRPOConfig, parse_config
 from finetune.loss import group_advantages, grpo_loss
 from finetune.rewards import RewardEnsemble, partial_credit, plan_valid
-from finetune.rollouts import RolloutSettings, roll_out
+from finetune.rollouts import RolloutSettings, Trajectory, roll_out, think_guides
 from finetune.scoring import ScoringBatch, TokenScorer
 from finetune.trainer import GRPOTrainer, step_prompts
 from reasoner.backends.janus import JanusBackend
@@ -274,34 +274,41 @@ def test_skip_uniform_groups_scores_only_the_groups_whose_rewards_differ(tmp_pat
     assert kept.optimizer.state  # without the setting the same step runs the loss pass
 
 
-def test_think_guides_put_the_best_think_pictures_into_each_direct_group(tmp_path, tiny_model_dir, monkeypatch):
+def test_think_guides_join_only_the_direct_groups_that_drew_nothing_as_good():
+    def row(prompt, group, mode, token):
+        context = [1, 2] if mode == "direct" else [1, 2, 3]
+        return Trajectory(prompt, group, mode, 0, 0, context, [], None, None, torch.tensor([token]))
+
+    # prompt a: direct drew nothing right, think did twice; prompt b: direct already drew right
+    think = [row("a", 0, "think", t) for t in (10, 11, 12)] + [row("b", 1, "think", t) for t in (13, 14, 15)]
+    direct = [row("a", 2, "direct", t) for t in (20, 21, 22)] + [row("b", 3, "direct", t) for t in (23, 24, 25)]
+    reward_of_token = {10: 0.5, 11: 1.0, 12: 0.75, 13: 1.0, 14: 1.0, 15: 0.0}
+    rewards = [0.0, 1.0, 0.0, 0.0, 0.0, 0.0] + [0.25, 0.0, 0.5, 1.0, 0.5, 0.5]  # think rows as rolled, then direct
+
+    def score(rows):  # as direct rows: in this world, the picture's reward does not depend on the plan
+        return [reward_of_token[int(r.image_tokens[0])] for r in rows]
+
+    guides, guide_rewards = think_guides(think + direct, rewards, 2, score)
+    assert [int(g.image_tokens[0]) for g in guides] == [11, 12]  # the best two of a's that beat 0.5
+    assert guide_rewards == [1.0, 0.75]
+    assert all(g.group == 2 and g.guide and g.context_ids == [1, 2] and g.plan_ids == [] for g in guides)
+    assert think_guides(think + direct, rewards, 1, score)[0][0].image_tokens.tolist() == [11]
+
+
+def test_think_guides_in_a_step_are_scored_in_their_direct_groups(tmp_path, tiny_model_dir, monkeypatch):
     trainer = GRPOTrainer(tiny_config(tmp_path, tiny_model_dir, rollout="both", train="image", think_guides=2))
-    rows, rewards = [], []
+    rows = []
     optimise = trainer.optimise
     monkeypatch.setattr(trainer, "optimise", lambda batch, a: rows.extend(batch) or optimise(batch, a))
-    score = trainer.score
-
-    def recording_score(trajectories):
-        scored = score(trajectories)
-        rewards.append(scored[0])
-        return scored
-
-    monkeypatch.setattr(trainer, "score", recording_score)
     metrics = trainer.train_step()
-    assert metrics["guides"] == 4  # 2 prompts x 2 guides
-    sampled, guides = rows[:-4], rows[-4:]
-    assert not any(t.guide for t in sampled) and all(t.guide for t in guides)
-    for guide in guides:
-        direct = [t for t in sampled if t.group == guide.group]
-        think = [(r, t) for r, t in zip(rewards[0], sampled) if t.mode == "think" and t.prompt == guide.prompt]
-        assert len(direct) == 3 and all(t.mode == "direct" for t in direct)
-        assert guide.context_ids == direct[0].context_ids and guide.plan_ids == []  # scored without a plan
-        best = sorted(think, key=lambda pair: -pair[0])[:2]
-        assert any(torch.equal(guide.image_tokens, t.image_tokens) for _, t in best)
-    # a guide's reward is its picture's (redness reads the picture alone), scored again in its direct group
-    think_reward = {id(t.picture): r for r, t in zip(rewards[0], sampled) if t.mode == "think"}
-    assert rewards[1] == [think_reward[id(guide.picture)] for guide in guides]
-    assert trainer.optimizer.state
+    guides = [t for t in rows if t.guide]
+    assert metrics["guides"] == len(guides) and trainer.optimizer.state
+    assert len(rows) == 2 * 2 * 3 + len(guides)  # 2 prompts x (a think and a direct group of 3), then guides
+    sampled_rewards = trainer.score([t for t in rows if not t.guide])[0]
+    for guide, reward in zip(guides, trainer.score(guides)[0]):
+        group = [r for r, t in zip(sampled_rewards, rows) if t.group == guide.group]
+        assert len(group) == 3 and reward > max(group)
+        assert any(torch.equal(guide.image_tokens, t.image_tokens) for t in rows if t.mode == "think")
 
 
 def test_a_run_writes_metrics_checkpoints_and_an_adapter_and_resume_continues_exactly(tmp_path, tiny_model_dir):
