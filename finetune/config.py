@@ -18,6 +18,13 @@ TRAINABLE = ("plan", "image", "both")
 ROLLOUT_MODES = ("think", "direct", "both")
 ROLLOUT_ENGINES = ("fast", "hf")  # onnx would re-export the model after every optimizer step
 PROMPT_SOURCES = ("shapes-train",)
+
+
+def unknown_prompt_sources(value: str) -> list[str]:
+    """The comma-separated parts of a `prompts` setting that are neither a built-in source nor a file."""
+    return [part for part in value.split(",") if part not in PROMPT_SOURCES and not Path(part).is_file()]
+
+
 BUILT_IN_REWARDS = ("checker", "plan_valid", "plan_followed", "preference")
 
 
@@ -55,7 +62,9 @@ class GRPOConfig:
 
     # -- prompts and rollouts -------------------------------------------------------------------
     prompts: str = setting(
-        "shapes-train", "shapes-train (the shapes world's train split) or a text file, a prompt a line"
+        "shapes-train",
+        "shapes-train (the shapes world's train split) or a text file, a prompt a line; several joined by"
+        " commas are read one after another",
     )
     prompts_per_step: int = setting(16, "prompts per optimizer step")
     group_size: int = setting(8, "trajectories per prompt (G): each its own plan and its own picture")
@@ -147,9 +156,9 @@ class GRPOConfig:
             "direct rollouts have no plan to train; use --train image or --rollout think",
         )
         need(
-            self.prompts in PROMPT_SOURCES or Path(self.prompts).is_file(),
+            not unknown_prompt_sources(self.prompts),
             "prompts",
-            f"is neither {' nor '.join(PROMPT_SOURCES)} nor a file",
+            f"{', '.join(unknown_prompt_sources(self.prompts))}: neither {' nor '.join(PROMPT_SOURCES)} nor a file",
         )
         need(self.think_guides >= 0, "think_guides", "must not be negative")
         need(

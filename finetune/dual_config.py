@@ -8,7 +8,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config import BUILT_IN_REWARDS, PROMPT_SOURCES, requirement, setting
+from .config import BUILT_IN_REWARDS, PROMPT_SOURCES, requirement, setting, unknown_prompt_sources
 
 SCHEDULES = ("balanced", "staged", "planner", "renderer")
 
@@ -108,9 +108,9 @@ class DualGRPOConfig:
             f"{self.planner_from!r} is not a model directory (no config.json)",
         )
         need(
-            self.prompts in PROMPT_SOURCES or Path(self.prompts).is_file(),
+            not unknown_prompt_sources(self.prompts),
             "prompts",
-            f"is neither {' nor '.join(PROMPT_SOURCES)} nor a file",
+            f"{', '.join(unknown_prompt_sources(self.prompts))}: neither {' nor '.join(PROMPT_SOURCES)} nor a file",
         )
         for names, weights in (("rewards", "reward_weights"), ("renderer_rewards", "renderer_reward_weights")):
             need(len(getattr(self, names)) >= 1, names, "name at least one reward")

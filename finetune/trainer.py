@@ -42,14 +42,19 @@ from .rollouts import RolloutSettings, Trajectory, roll_out, think_guides
 from .scoring import ScoringBatch, TokenScorer
 
 
-def read_prompts(source: str, seed: int) -> list[str]:
-    if source == "shapes-train":
-        from reasoner.shapes import make_suite
+def read_prompts(sources: str, seed: int) -> list[str]:
+    """The prompts of a `prompts` setting: each comma-separated source in turn, its prompts in order."""
+    prompts = []
+    for source in sources.split(","):
+        if source == "shapes-train":
+            from reasoner.shapes import make_suite
 
-        return [p.prompt for p in make_suite("train", 4096, seed)]
-    prompts = [line.strip() for line in Path(source).read_text().splitlines() if line.strip()]
-    if not prompts:
-        raise ConfigError(f"prompts={source!r}: the file holds no prompts")
+            prompts += [p.prompt for p in make_suite("train", 4096, seed)]
+            continue
+        lines = [line.strip() for line in Path(source).read_text().splitlines() if line.strip()]
+        if not lines:
+            raise ConfigError(f"prompts={source!r}: the file holds no prompts")
+        prompts += lines
     return prompts
 
 

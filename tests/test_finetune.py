@@ -16,7 +16,7 @@ from finetune.loss import group_advantages, grpo_loss
 from finetune.rewards import RewardEnsemble, partial_credit, plan_valid
 from finetune.rollouts import RolloutSettings, Trajectory, roll_out, think_guides
 from finetune.scoring import ScoringBatch, TokenScorer
-from finetune.trainer import GRPOTrainer, step_prompts
+from finetune.trainer import GRPOTrainer, read_prompts, step_prompts
 from reasoner.backends.janus import JanusBackend
 from reasoner.models import CATALOG
 from reasoner.pipeline import ReasonerPipeline
@@ -59,6 +59,7 @@ def tiny_config(tmp_path, model_dir, **overrides) -> GRPOConfig:
         (["--plan_temperature", "0"], "plan_temperature"),
         (["--rollout", "direct", "--train", "plan"], "train"),
         (["--prompts", "/no/such/file.txt"], "prompts"),
+        (["--prompts", "shapes-train,/no/such/file.txt"], "prompts"),  # every part is checked
         (["--learning_rate", "2"], "learning_rate"),
         (["--max_minutes", "-1"], "max_minutes"),
         (["--think_guides", "2"], "think_guides"),  # guides need direct groups (--rollout both)
@@ -79,6 +80,14 @@ def test_settings_come_from_a_yaml_file_and_flags_override_it(tmp_path):
     path.write_text("out: x\nno_such_setting: 1\n")
     with pytest.raises(ConfigError, match="no_such_setting"):
         parse_config(["--config", str(path)])
+
+
+def test_prompts_from_several_sources_are_read_one_after_another(tmp_path):
+    first, second = tmp_path / "first.txt", tmp_path / "second.txt"
+    first.write_text("a red circle\n\na blue square\n")
+    second.write_text("two yellow triangles\n")
+    config = parse_config(["--out", str(tmp_path / "run"), "--prompts", f"{first},{second}"])
+    assert read_prompts(config.prompts, seed=0) == ["a red circle", "a blue square", "two yellow triangles"]
 
 
 # -- rewards and advantages -----------------------------------------------------------------------
